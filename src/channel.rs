@@ -17,7 +17,8 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::frame::{
-    FrameError, Header, Kind, FLAG_CONT, FLAG_MORE, HEADER_LEN, MAX_PACKET, MAX_PAYLOAD,
+    FrameError, Header, Kind, FLAG_CONT, FLAG_MORE, HEADER_LEN, KNOWN_FLAGS, MAX_PACKET,
+    MAX_PAYLOAD,
 };
 use crate::sys;
 
@@ -30,7 +31,23 @@ struct Packet {
     data: Arc<[u8]>,
     start: usize,
     end: usize,
-    fd: Option<OwnedFd>,
+    fd: Option<PassFd>,
+}
+
+/// An fd riding on a packet: ours to close after sending, or shared with a
+/// caller that keeps its own reference (a connection held until acknowledged).
+enum PassFd {
+    Owned(#[allow(dead_code)] OwnedFd),
+    Shared(Arc<OwnedFd>),
+}
+
+impl PassFd {
+    fn raw(&self) -> RawFd {
+        match self {
+            PassFd::Owned(f) => f.as_raw_fd(),
+            PassFd::Shared(f) => f.as_raw_fd(),
+        }
+    }
 }
 
 impl Packet {
@@ -115,9 +132,57 @@ impl Channel {
                 "control frame payload too large",
             ));
         }
+        // Refuse here what the receiver would refuse (and close the channel for).
+        if flags & !KNOWN_FLAGS != 0 || flags & (FLAG_MORE | FLAG_CONT) != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "frame flags unknown or reserved for message chunks",
+            ));
+        }
+        let (min_fds, max_fds) = kind.fd_range();
+        let nfds = usize::from(fd.is_some());
+        if nfds < min_fds || nfds > max_fds {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("a {kind:?} frame carries {min_fds}..={max_fds} fds, not {nfds}"),
+            ));
+        }
         let data: Arc<[u8]> = Arc::from(payload);
         let end = data.len();
-        self.enqueue(std::iter::once(make_packet(kind, flags, id, data, 0, end, fd)))
+        self.enqueue(std::iter::once(make_packet(
+            kind,
+            flags,
+            id,
+            data,
+            0,
+            end,
+            fd.map(PassFd::Owned),
+        )))
+    }
+
+    /// Sends a connection to the worker: a [`Kind::Conn`] frame whose payload is
+    /// the listener id. The caller keeps its own reference to the fd (the
+    /// primary holds every connection until the worker acknowledges it).
+    pub fn send_conn(&self, conn_id: u64, listener: u32, fd: Arc<OwnedFd>) -> io::Result<Flush> {
+        let data: Arc<[u8]> = Arc::from(&listener.to_le_bytes()[..]);
+        self.enqueue(std::iter::once(make_packet(
+            Kind::Conn,
+            0,
+            conn_id,
+            data,
+            0,
+            4,
+            Some(PassFd::Shared(fd)),
+        )))
+    }
+
+    /// Shuts the socket down both ways: the peer sees end of file at once,
+    /// queued output is dropped, and later sends fail. The fd itself stays
+    /// open until the last owner drops the channel.
+    pub fn shutdown(&self) {
+        self.close_output();
+        // SAFETY: shutdown(2) on an fd we own; errors (already shut) are harmless.
+        unsafe { libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_RDWR) };
     }
 
     /// Sends a user message of any size, chunked into packets of at most
@@ -129,6 +194,12 @@ impl Channel {
         payload: Vec<u8>,
         fd: Option<OwnedFd>,
     ) -> io::Result<Flush> {
+        if flags & !KNOWN_FLAGS != 0 || flags & (FLAG_MORE | FLAG_CONT) != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "message flags unknown or reserved for chunking",
+            ));
+        }
         let id = self.next_message.fetch_add(1, Ordering::Relaxed);
         let data: Arc<[u8]> = Arc::from(payload);
         let total = data.len();
@@ -151,7 +222,7 @@ impl Channel {
                 data.clone(),
                 start,
                 end,
-                fd.take(),
+                fd.take().map(PassFd::Owned),
             ));
             if end >= total {
                 break;
@@ -188,7 +259,7 @@ impl Channel {
                 IoSlice::new(&p.header),
                 IoSlice::new(&p.data[p.start..p.end]),
             ];
-            let pass = p.fd.as_ref().map(|f| f.as_raw_fd());
+            let pass = p.fd.as_ref().map(PassFd::raw);
             match sys::send_packet(self.fd.as_raw_fd(), &iov, pass) {
                 Ok(_) => {
                     let p = out.queue.pop_front().expect("front exists");
@@ -221,7 +292,7 @@ fn make_packet(
     data: Arc<[u8]>,
     start: usize,
     end: usize,
-    fd: Option<OwnedFd>,
+    fd: Option<PassFd>,
 ) -> Packet {
     let mut header = [0u8; HEADER_LEN];
     Header::new(kind, flags, fd.is_some() as u16, end - start, id).write(&mut header);
@@ -293,6 +364,27 @@ impl std::fmt::Display for ReadError {
     }
 }
 
+impl std::error::Error for ReadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ReadError::Io(e) => Some(e),
+            ReadError::Frame(e) => Some(e),
+        }
+    }
+}
+
+impl From<io::Error> for ReadError {
+    fn from(e: io::Error) -> Self {
+        ReadError::Io(e)
+    }
+}
+
+impl From<FrameError> for ReadError {
+    fn from(e: FrameError) -> Self {
+        ReadError::Frame(e)
+    }
+}
+
 impl Inbox {
     /// An inbox that refuses messages larger than `max_message` bytes.
     pub fn new(max_message: usize) -> Inbox {
@@ -314,7 +406,14 @@ impl Inbox {
             Err(e) => return Err(ReadError::Io(e)),
         };
         if r.len == 0 && r.fds.is_empty() && !r.truncated {
-            return Ok(Read::Eof);
+            // recvmsg returns 0 both at end of file and for an empty packet
+            // from a live peer. Only a hung-up peer is end of file; an empty
+            // packet is a short frame like any other.
+            if sys::peer_hung_up(ch.as_raw_fd()) {
+                return Ok(Read::Eof);
+            }
+            self.partial = None;
+            return Err(ReadError::Frame(FrameError::Short(0)));
         }
         let len = r.len;
         self.decode(len, r).map_err(|e| {
@@ -349,6 +448,9 @@ impl Inbox {
         let more = h.flags & FLAG_MORE != 0;
         match (&mut self.partial, cont) {
             (None, false) => {
+                if payload.len() > self.max_message {
+                    return Err(FrameError::TooLarge(payload.len()));
+                }
                 if !more {
                     return Ok(Read::Frame(Incoming {
                         kind: Kind::Message,
@@ -357,9 +459,6 @@ impl Inbox {
                         payload: payload.to_vec(),
                         fd,
                     }));
-                }
-                if payload.len() > self.max_message {
-                    return Err(FrameError::TooLarge(payload.len()));
                 }
                 self.partial = Some(Partial {
                     id: h.id,
@@ -423,7 +522,8 @@ mod tests {
     fn small_message_round_trip() {
         let (a, b) = pair();
         assert_eq!(
-            a.send_message(FLAG_ADVANCED, b"{\"x\":1}".to_vec(), None).unwrap(),
+            a.send_message(FLAG_ADVANCED, b"{\"x\":1}".to_vec(), None)
+                .unwrap(),
             Flush::Done
         );
         let mut inbox = Inbox::default();

@@ -37,7 +37,8 @@ pub const FLAG_REJECTED: u8 = 0x08;
 /// The message carries a handle (the fd travels with its first chunk).
 pub const FLAG_HANDLE: u8 = 0x10;
 
-const KNOWN_FLAGS: u8 = FLAG_MORE | FLAG_CONT | FLAG_ADVANCED | FLAG_REJECTED | FLAG_HANDLE;
+/// Every flag bit defined; a frame with any other bit set is refused.
+pub const KNOWN_FLAGS: u8 = FLAG_MORE | FLAG_CONT | FLAG_ADVANCED | FLAG_REJECTED | FLAG_HANDLE;
 
 /// What a frame is.
 #[repr(u8)]
@@ -118,7 +119,11 @@ pub enum FrameError {
     /// `len` disagrees with the packet size.
     BadLength { declared: u32, actual: usize },
     /// More or fewer fds than the header or the kind allows.
-    BadFds { kind: Kind, declared: u16, received: usize },
+    BadFds {
+        kind: Kind,
+        declared: u16,
+        received: usize,
+    },
     /// The kernel truncated the packet or its control data.
     Truncated,
     /// A chunk arrived that does not continue the message in progress.
@@ -237,7 +242,7 @@ pub fn encode_acks(acks: &[(u64, bool)]) -> Vec<u8> {
 
 /// Decodes an [`Kind::Ack`] payload into `(connection id, accepted)` pairs.
 pub fn decode_acks(payload: &[u8]) -> Result<Vec<(u64, bool)>, FrameError> {
-    if payload.len() % 8 != 0 {
+    if !payload.len().is_multiple_of(8) {
         return Err(FrameError::BadPayload(Kind::Ack));
     }
     Ok(payload
@@ -251,7 +256,9 @@ pub fn decode_acks(payload: &[u8]) -> Result<Vec<(u64, bool)>, FrameError> {
 
 /// Decodes a 4-byte little-endian listener id payload.
 pub fn decode_u32(kind: Kind, payload: &[u8]) -> Result<u32, FrameError> {
-    let b: [u8; 4] = payload.try_into().map_err(|_| FrameError::BadPayload(kind))?;
+    let b: [u8; 4] = payload
+        .try_into()
+        .map_err(|_| FrameError::BadPayload(kind))?;
     Ok(u32::from_le_bytes(b))
 }
 
@@ -277,15 +284,24 @@ mod tests {
         assert_eq!(Header::parse(&p, 0), Err(FrameError::UnknownKind(200)));
         let mut p = encode(Kind::Message, 0, 0, 1, b"abc");
         p[4] = 99;
-        assert!(matches!(Header::parse(&p, 0), Err(FrameError::BadLength { .. })));
+        assert!(matches!(
+            Header::parse(&p, 0),
+            Err(FrameError::BadLength { .. })
+        ));
         let p = encode(Kind::Message, 0x80, 0, 1, b"abc");
         assert_eq!(Header::parse(&p, 0), Err(FrameError::UnknownFlags(0x80)));
         // fds where none belong
         let p = encode(Kind::Ack, 0, 0, 1, &[0; 8]);
-        assert!(matches!(Header::parse(&p, 1), Err(FrameError::BadFds { .. })));
+        assert!(matches!(
+            Header::parse(&p, 1),
+            Err(FrameError::BadFds { .. })
+        ));
         // a connection without its fd
         let p = encode(Kind::Conn, 0, 1, 1, &[0; 4]);
-        assert!(matches!(Header::parse(&p, 0), Err(FrameError::BadFds { .. })));
+        assert!(matches!(
+            Header::parse(&p, 0),
+            Err(FrameError::BadFds { .. })
+        ));
     }
 
     #[test]

@@ -6,7 +6,12 @@
 
 pub mod channel;
 pub mod frame;
+pub mod listener;
+pub mod poller;
+pub mod reactor;
+pub mod spawn;
 pub mod sys;
+pub mod worker_io;
 
 #[cfg(not(test))]
 mod napi;

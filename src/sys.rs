@@ -149,13 +149,7 @@ pub fn recv_packet(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<Received>> {
     debug_assert!(space <= 128);
     msg.msg_controllen = space as _;
     // SAFETY: `msg` describes `buf` and `cbuf`, both valid and writable for the call.
-    let n = unsafe {
-        libc::recvmsg(
-            fd,
-            &mut msg,
-            libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT,
-        )
-    };
+    let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT) };
     if n < 0 {
         let e = io::Error::last_os_error();
         if e.kind() == io::ErrorKind::WouldBlock {
@@ -172,7 +166,7 @@ pub fn recv_packet(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<Received>> {
         while !cmsg.is_null() {
             if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
                 let data = libc::CMSG_DATA(cmsg) as *const RawFd;
-                let bytes = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                let bytes = ((*cmsg).cmsg_len as usize).saturating_sub(libc::CMSG_LEN(0) as usize);
                 for i in 0..bytes / mem::size_of::<RawFd>() {
                     let raw = std::ptr::read_unaligned(data.add(i));
                     fds.push(OwnedFd::from_raw_fd(raw));
@@ -187,6 +181,29 @@ pub fn recv_packet(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<Received>> {
         fds,
         truncated,
     }))
+}
+
+/// Whether the peer of the connected socket `fd` has hung up or shut down its
+/// writing side (`POLLHUP`/`POLLRDHUP`). Tells a real end of file apart from
+/// an empty packet, which `recvmsg` also reports as 0 bytes. A failing poll
+/// counts as hung up.
+pub fn peer_hung_up(fd: RawFd) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: `p` is one valid, writable pollfd; a zero timeout never blocks.
+        let r = unsafe { libc::poll(&mut p, 1, 0) };
+        if r >= 0 {
+            return p.revents & (libc::POLLHUP | libc::POLLRDHUP | libc::POLLERR | libc::POLLNVAL)
+                != 0;
+        }
+        if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            return true;
+        }
+    }
 }
 
 /// A non-blocking, close-on-exec eventfd used to wake a poll loop.

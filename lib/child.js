@@ -1,0 +1,114 @@
+'use strict';
+
+// `worker.process` in the primary: a ChildProcess-shaped object for a worker
+// that the Rust supervisor spawned. It has the properties, methods and events
+// programs use from a forked ChildProcess; the README lists what differs.
+
+const EventEmitter = require('events');
+const net = require('net');
+const { constants: { signals } } = require('os');
+const errors = require('./errors');
+const ipc = require('./ipc');
+
+const signalNames = Object.create(null);
+for (const [name, num] of Object.entries(signals)) {
+  if (!(num in signalNames)) signalNames[num] = name;
+}
+
+function signalNumber(sig) {
+  if (sig === undefined || sig === null) return signals.SIGTERM;
+  if (typeof sig === 'number') {
+    if (sig === 0 || sig in signalNames) return sig;
+    throw errors.unknownSignal(sig);
+  }
+  if (typeof sig === 'string' && Object.prototype.hasOwnProperty.call(signals, sig)) {
+    return signals[sig];
+  }
+  throw errors.unknownSignal(sig);
+}
+
+function signalName(num) {
+  return num == null ? null : (signalNames[num] || null);
+}
+
+class WorkerProcess extends EventEmitter {
+  constructor(native, id, { file, args, pipes, advanced }) {
+    super();
+    this._native = native;
+    this._id = id;
+    this.pid = undefined;
+    this.exitCode = null;
+    this.signalCode = null;
+    this.killed = false;
+    this.spawnfile = file;
+    this.spawnargs = args;
+    this.stdin = null;
+    this.stdout = null;
+    this.stderr = null;
+    this.stdio = [];
+    this._refed = true;
+    for (let i = 0; i < (pipes || []).length; i++) {
+      const fd = pipes[i];
+      let stream = null;
+      if (fd >= 0) {
+        stream = new net.Socket({ fd, readable: i !== 0, writable: i === 0 });
+        if (i !== 0) stream.setEncoding && stream.on('end', () => {});
+      }
+      this.stdio.push(stream);
+    }
+    this.stdin = this.stdio[0] || null;
+    this.stdout = this.stdio[1] || null;
+    this.stderr = this.stdio[2] || null;
+    ipc.setupChannel(this, {
+      advanced,
+      write: (data, flags, fd) => native.send(id, data, flags, fd),
+      close: () => native.closeChannel(id),
+    });
+  }
+
+  kill(sig) {
+    const num = signalNumber(sig);
+    if (this.exitCode !== null || this.signalCode !== null) return false;
+    try {
+      this._native.kill(this._id, num);
+    } catch (err) {
+      if (/ESRCH/.test(err.message)) return false;
+      const ex = errors.make(Error, 'EPERM', `kill ${err.message}`);
+      ex.syscall = 'kill';
+      throw ex;
+    }
+    if (num !== 0) this.killed = true;
+    return true;
+  }
+
+  ref() {
+    this._refed = true;
+    if (this.exitCode === null && this.signalCode === null) this._onRefChange();
+  }
+
+  unref() {
+    this._refed = false;
+    this._onRefChange();
+  }
+
+  _onRefChange() {}
+
+  /** Called by the primary when the Rust supervisor reaped the process. */
+  _exited(code, signal) {
+    this.exitCode = code === undefined ? null : code;
+    this.signalCode = signalName(signal);
+    for (const s of this.stdio) if (s && s.readable === false && !s.destroyed) s.destroy();
+    this.emit('exit', this.exitCode, this.signalCode);
+    const close = () => this.emit('close', this.exitCode, this.signalCode);
+    const open = this.stdio.filter((s) => s && (s.readable && !s.readableEnded && !s.destroyed));
+    if (open.length === 0) return process.nextTick(close);
+    let left = open.length;
+    for (const s of open) s.once('close', () => { if (--left === 0) close(); });
+  }
+
+  [Symbol.for('nodejs.util.inspect.custom')]() {
+    return `WorkerProcess { pid: ${this.pid}, exitCode: ${this.exitCode}, signalCode: ${this.signalCode} }`;
+  }
+}
+
+module.exports = { WorkerProcess, signalNumber, signalName };

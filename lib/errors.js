@@ -1,0 +1,49 @@
+'use strict';
+
+// Errors shaped like Node's internal ones (same `code`, same class, same
+// message wording), so programs that test `err.code` cannot tell the difference.
+
+function make(Base, code, message) {
+  const err = new Base(message);
+  Object.defineProperty(err, 'code', {
+    value: code, enumerable: true, writable: true, configurable: true,
+  });
+  // Node's internal errors print as `TypeError [CODE]: message`.
+  Object.defineProperty(err, 'name', {
+    value: `${Base.name} [${code}]`, enumerable: false, writable: true, configurable: true,
+  });
+  err.stack; // eslint-disable-line no-unused-expressions
+  delete err.name;
+  return err;
+}
+
+function describe(value) {
+  if (value == null) return ` Received ${value}`;
+  if (typeof value === 'function') return ` Received function ${value.name || '<anonymous>'}`;
+  if (typeof value === 'object') {
+    if (value.constructor && value.constructor.name) {
+      return ` Received an instance of ${value.constructor.name}`;
+    }
+    return ` Received ${require('util').inspect(value, { depth: -1 })}`;
+  }
+  let shown = require('util').inspect(value, { colors: false });
+  if (shown.length > 28) shown = `${shown.slice(0, 25)}...`;
+  return ` Received type ${typeof value} (${shown})`;
+}
+
+module.exports = {
+  missingArgs: (name) =>
+    make(TypeError, 'ERR_MISSING_ARGS', `The "${name}" argument must be specified`),
+  invalidArgType: (name, types, value) =>
+    make(TypeError, 'ERR_INVALID_ARG_TYPE',
+      `The "${name}" argument must be one of type ${types.slice(0, -1).join(', ')}, or ${types[types.length - 1]}.${describe(value)}`),
+  invalidArgValue: (name, value, reason) =>
+    make(TypeError, 'ERR_INVALID_ARG_VALUE',
+      `The argument '${name}' ${reason || 'is invalid'}. Received ${require('util').inspect(value)}`),
+  channelClosed: () => make(Error, 'ERR_IPC_CHANNEL_CLOSED', 'Channel closed'),
+  disconnected: () => make(Error, 'ERR_IPC_DISCONNECTED', 'IPC channel is already disconnected'),
+  invalidHandleType: () =>
+    make(TypeError, 'ERR_INVALID_HANDLE_TYPE', 'This handle type cannot be sent'),
+  unknownSignal: (sig) => make(TypeError, 'ERR_UNKNOWN_SIGNAL', `Unknown signal: ${sig}`),
+  make,
+};

@@ -1,0 +1,31 @@
+'use strict';
+
+// Message encoding on the channel: JSON (Node's default) or V8's structured
+// serialization (`serialization: 'advanced'`). Errors surface exactly where
+// Node raises them: synchronously from `send()`.
+
+const v8 = require('v8');
+const errors = require('./errors');
+const { FLAG_ADVANCED } = require('./frames');
+
+function validate(message) {
+  if (message === undefined) throw errors.missingArgs('message');
+  const t = typeof message;
+  if (t !== 'string' && t !== 'object' && t !== 'number' && t !== 'boolean') {
+    throw errors.invalidArgType('message', ['string', 'object', 'number', 'boolean'], message);
+  }
+}
+
+/** Encodes `message`; returns `[buffer, flags]`. Throws like Node on bad input. */
+function encode(message, advanced) {
+  if (advanced) return [v8.serialize(message), FLAG_ADVANCED];
+  return [Buffer.from(JSON.stringify(message), 'utf8'), 0];
+}
+
+/** Decodes a received payload. */
+function decode(data, flags) {
+  if (flags & FLAG_ADVANCED) return v8.deserialize(data);
+  return JSON.parse(data.toString('utf8'));
+}
+
+module.exports = { validate, encode, decode };

@@ -1,0 +1,264 @@
+//! `Primary`: the JS handle on the reactor, the spawner and the worker table.
+
+use std::collections::HashMap;
+use std::os::fd::{IntoRawFd, OwnedFd};
+use std::sync::Arc;
+
+use napi::bindgen_prelude::{Buffer, Function};
+use napi::threadsafe_function::ThreadsafeFunctionCallMode;
+use napi::Result;
+use napi_derive::napi;
+use parking_lot::Mutex;
+
+use super::{dup_js_fd, io_err};
+use crate::channel::Channel;
+use crate::reactor::{Config, Event, Reactor};
+use crate::spawn::{self, SpawnOptions, Stdio};
+
+/// One event for the primary's JS (batched into an array per callback).
+#[napi(object)]
+pub struct PrimaryEvent {
+    /// "online" | "message" | "listening" | "exitedAfterDisconnect" |
+    /// "control" | "disconnect" | "exit" | "error"
+    pub kind: String,
+    pub worker: u32,
+    pub flags: Option<u32>,
+    pub data: Option<Buffer>,
+    /// An fd passed with a message (now owned by JS).
+    pub fd: Option<i32>,
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    pub message: Option<String>,
+}
+
+fn to_js(e: Event) -> PrimaryEvent {
+    let mut out = PrimaryEvent {
+        kind: String::new(),
+        worker: 0,
+        flags: None,
+        data: None,
+        fd: None,
+        code: None,
+        signal: None,
+        message: None,
+    };
+    match e {
+        Event::Online { worker } => {
+            out.kind = "online".into();
+            out.worker = worker;
+        }
+        Event::Message {
+            worker,
+            flags,
+            data,
+            fd,
+        } => {
+            out.kind = "message".into();
+            out.worker = worker;
+            out.flags = Some(flags as u32);
+            out.data = Some(data.into());
+            out.fd = fd.map(OwnedFd::into_raw_fd);
+        }
+        Event::Frame { worker, kind, data } => {
+            out.kind = match kind {
+                crate::frame::Kind::Listening => "listening",
+                crate::frame::Kind::ExitedAfterDisconnect => "exitedAfterDisconnect",
+                _ => "control",
+            }
+            .into();
+            out.worker = worker;
+            out.data = Some(data.into());
+        }
+        Event::Disconnect { worker } => {
+            out.kind = "disconnect".into();
+            out.worker = worker;
+        }
+        Event::Exit {
+            worker,
+            code,
+            signal,
+        } => {
+            out.kind = "exit".into();
+            out.worker = worker;
+            out.code = code;
+            out.signal = signal;
+        }
+        Event::Error { worker, message } => {
+            out.kind = "error".into();
+            out.worker = worker;
+            out.message = Some(message);
+        }
+    }
+    out
+}
+
+/// How to start one worker.
+#[napi(object)]
+pub struct SpawnRequest {
+    pub file: String,
+    /// argv, argv[0] included.
+    pub args: Vec<String>,
+    /// `KEY=VALUE` strings.
+    pub env: Vec<String>,
+    pub cwd: Option<String>,
+    /// Per child fd: -1 inherit, -2 ignore, -3 pipe, -4 the channel, >= 0 a parent fd.
+    pub stdio: Vec<i32>,
+}
+
+/// A started worker.
+#[napi(object)]
+pub struct SpawnResult {
+    pub pid: i32,
+    /// Per stdio slot: the parent's end of a pipe, or -1.
+    pub pipes: Vec<i32>,
+}
+
+struct Entry {
+    channel: Arc<Channel>,
+    pidfd: Arc<OwnedFd>,
+}
+
+/// The primary's native side.
+#[napi]
+pub struct Primary {
+    reactor: Reactor,
+    workers: Mutex<HashMap<u32, Entry>>,
+}
+
+#[napi]
+impl Primary {
+    /// Starts the reactor; `callback` receives arrays of events.
+    #[napi(constructor, catch_unwind)]
+    pub fn new(callback: Function<Vec<PrimaryEvent>, ()>, window: Option<u32>) -> Result<Self> {
+        let tsfn = callback
+            .build_threadsafe_function::<Vec<Event>>()
+            .weak::<true>()
+            .build_callback(|ctx| Ok(ctx.value.into_iter().map(to_js).collect::<Vec<_>>()))?;
+        let sink = Box::new(move |batch: Vec<Event>| {
+            tsfn.call(batch, ThreadsafeFunctionCallMode::NonBlocking);
+        });
+        let mut config = Config::default();
+        if let Some(w) = window {
+            config.window = w.max(1) as usize;
+        }
+        let reactor = Reactor::start(sink, config).map_err(io_err)?;
+        Ok(Primary {
+            reactor,
+            workers: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Spawns worker `id` and starts watching it.
+    #[napi(catch_unwind)]
+    pub fn spawn(&self, id: u32, req: SpawnRequest) -> Result<SpawnResult> {
+        let stdio = req
+            .stdio
+            .iter()
+            .map(|v| match *v {
+                -1 => Stdio::Inherit,
+                -2 => Stdio::Ignore,
+                -3 => Stdio::Pipe,
+                -4 => Stdio::Channel,
+                fd => Stdio::Fd(fd),
+            })
+            .collect();
+        let opts = SpawnOptions {
+            file: req.file,
+            argv: req.args,
+            env: req.env,
+            cwd: req.cwd,
+            stdio,
+        };
+        let (ours, theirs) = Channel::pair().map_err(io_err)?;
+        let spawned = spawn::spawn(&opts, Some(&theirs)).map_err(io_err)?;
+        drop(theirs);
+        let channel = Arc::new(ours);
+        let pidfd = Arc::new(spawned.pidfd);
+        self.workers.lock().insert(
+            id,
+            Entry {
+                channel: channel.clone(),
+                pidfd: pidfd.clone(),
+            },
+        );
+        self.reactor.add_worker(id, channel, pidfd);
+        Ok(SpawnResult {
+            pid: spawned.pid,
+            pipes: spawned
+                .pipes
+                .into_iter()
+                .map(|p| p.map(OwnedFd::into_raw_fd).unwrap_or(-1))
+                .collect(),
+        })
+    }
+
+    /// Sends a user message to worker `id`; returns the bytes still queued.
+    #[napi(catch_unwind)]
+    pub fn send(&self, id: u32, data: Buffer, flags: u32, fd: Option<i32>) -> Result<u32> {
+        let channel = self.channel(id)?;
+        let pass = fd.map(dup_js_fd).transpose()?;
+        channel
+            .send_message(flags as u8, data.to_vec(), pass)
+            .map_err(io_err)?;
+        Ok(channel.queued_bytes().min(u32::MAX as usize) as u32)
+    }
+
+    /// Sends a control frame (JSON payload) to worker `id`.
+    #[napi(catch_unwind)]
+    pub fn control(&self, id: u32, data: Buffer) -> Result<()> {
+        let channel = self.channel(id)?;
+        channel
+            .send_frame(crate::frame::Kind::Control, 0, 0, &data, None)
+            .map_err(io_err)?;
+        Ok(())
+    }
+
+    /// Signals worker `id` through its pidfd (never a recycled pid).
+    #[napi(catch_unwind)]
+    pub fn kill(&self, id: u32, signal: i32) -> Result<()> {
+        let pidfd = {
+            let w = self.workers.lock();
+            match w.get(&id) {
+                Some(e) => e.pidfd.clone(),
+                None => {
+                    return Err(io_err(std::io::Error::from_raw_os_error(libc::ESRCH)));
+                }
+            }
+        };
+        spawn::signal(&pidfd, signal).map_err(io_err)
+    }
+
+    /// Asks worker `id` to disconnect; no new connections go to it.
+    #[napi(catch_unwind)]
+    pub fn disconnect(&self, id: u32) {
+        self.reactor.disconnect(id);
+    }
+
+    /// Drops the table entry of an exited worker.
+    #[napi(catch_unwind)]
+    pub fn forget(&self, id: u32) {
+        self.workers.lock().remove(&id);
+    }
+
+    /// Stops the reactor (listeners close; workers see their channel close).
+    #[napi(catch_unwind)]
+    pub fn close(&mut self) {
+        for (_, e) in self.workers.lock().drain() {
+            e.channel.shutdown();
+        }
+        self.reactor.stop();
+    }
+
+    fn channel(&self, id: u32) -> Result<Arc<Channel>> {
+        self.workers
+            .lock()
+            .get(&id)
+            .map(|e| e.channel.clone())
+            .ok_or_else(|| {
+                io_err(std::io::Error::new(
+                    std::io::ErrorKind::NotConnected,
+                    "worker is gone",
+                ))
+            })
+    }
+}

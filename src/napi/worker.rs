@@ -1,0 +1,166 @@
+//! `WorkerChannel`: the worker's JS handle on its channel to the primary.
+
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+
+use napi::bindgen_prelude::{Buffer, Function};
+use napi::threadsafe_function::ThreadsafeFunctionCallMode;
+use napi::Result;
+use napi_derive::napi;
+
+use super::{dup_js_fd, io_err};
+use crate::frame::{self, Kind};
+use crate::worker_io::{self, WorkerEvent, WorkerIo};
+
+/// Event type numbers beyond frame kinds.
+const EV_ERROR: u32 = 100;
+const EV_DISCONNECT: u32 = 101;
+
+/// One event for the worker's JS.
+#[napi(object)]
+pub struct WorkerFrame {
+    /// A frame kind (1..=11), 100 for an error, 101 for disconnect.
+    #[napi(js_name = "type")]
+    pub kind: u32,
+    pub id: f64,
+    pub flags: u32,
+    pub data: Option<Buffer>,
+    /// An fd that came with the frame (now owned by JS), or -1.
+    pub fd: i32,
+    /// For connections: the listener id.
+    pub listener: u32,
+    pub message: Option<String>,
+}
+
+fn to_js(e: WorkerEvent) -> WorkerFrame {
+    let mut out = WorkerFrame {
+        kind: 0,
+        id: 0.0,
+        flags: 0,
+        data: None,
+        fd: -1,
+        listener: 0,
+        message: None,
+    };
+    match e {
+        WorkerEvent::Frame(f) => {
+            out.kind = f.kind as u32;
+            out.id = f.id as f64;
+            out.flags = f.flags as u32;
+            out.fd = f.fd.map(OwnedFd::into_raw_fd).unwrap_or(-1);
+            if f.kind == Kind::Conn {
+                out.listener = frame::decode_u32(Kind::Conn, &f.payload).unwrap_or(0);
+            } else {
+                out.data = Some(f.payload.into());
+            }
+        }
+        WorkerEvent::Error(m) => {
+            out.kind = EV_ERROR;
+            out.message = Some(m);
+        }
+        WorkerEvent::Disconnect => out.kind = EV_DISCONNECT,
+    }
+    out
+}
+
+/// The worker's native side of the channel.
+#[napi]
+pub struct WorkerChannel {
+    io: Option<WorkerIo>,
+}
+
+#[napi]
+impl WorkerChannel {
+    /// Takes over the channel at `fd`; `ppid` is the primary's pid (the worker
+    /// dies with it). `callback` receives arrays of frames.
+    #[napi(constructor, catch_unwind)]
+    pub fn new(fd: i32, ppid: i32, callback: Function<Vec<WorkerFrame>, ()>) -> Result<Self> {
+        worker_io::die_with_parent(ppid);
+        let tsfn = callback
+            .build_threadsafe_function::<Vec<WorkerEvent>>()
+            .weak::<true>()
+            .build_callback(|ctx| Ok(ctx.value.into_iter().map(to_js).collect::<Vec<_>>()))?;
+        // SAFETY: the primary placed the channel at `fd` for this process and
+        // nothing else in the process owns it; JS hands it over exactly once.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        let io = WorkerIo::start(
+            owned,
+            Box::new(move |batch| {
+                tsfn.call(batch, ThreadsafeFunctionCallMode::NonBlocking);
+            }),
+        )
+        .map_err(io_err)?;
+        Ok(WorkerChannel { io: Some(io) })
+    }
+
+    /// Sends a frame of `kind`. Messages of any size are chunked; other kinds
+    /// carry at most one packet. Returns the bytes still queued.
+    #[napi(catch_unwind)]
+    pub fn send(
+        &self,
+        kind: u32,
+        flags: u32,
+        id: f64,
+        data: Option<Buffer>,
+        fd: Option<i32>,
+    ) -> Result<u32> {
+        let io = self.io()?;
+        let ch = io.channel();
+        let kind = Kind::from_u8(kind as u8)
+            .ok_or_else(|| napi::Error::from_reason(format!("unknown frame kind {kind}")))?;
+        let pass = fd.map(dup_js_fd).transpose()?;
+        let payload = data.map(|d| d.to_vec()).unwrap_or_default();
+        if kind == Kind::Message {
+            ch.send_message(flags as u8, payload, pass)
+        } else {
+            ch.send_frame(kind, flags as u8, id as u64, &payload, pass)
+        }
+        .map_err(io_err)?;
+        Ok(ch.queued_bytes().min(u32::MAX as usize) as u32)
+    }
+
+    /// Acknowledges connections: taken ones and refused ones.
+    #[napi(catch_unwind)]
+    pub fn ack(&self, accepted: Vec<f64>, refused: Vec<f64>) -> Result<()> {
+        let io = self.io()?;
+        let mut acks: Vec<(u64, bool)> = accepted.iter().map(|i| (*i as u64, true)).collect();
+        acks.extend(refused.iter().map(|i| (*i as u64, false)));
+        for chunk in acks.chunks(frame::MAX_PAYLOAD / 8) {
+            io.channel()
+                .send_frame(Kind::Ack, 0, 0, &frame::encode_acks(chunk), None)
+                .map_err(io_err)?;
+        }
+        Ok(())
+    }
+
+    /// Closes the channel; the primary sees the worker disconnect.
+    #[napi(catch_unwind)]
+    pub fn close(&mut self) {
+        if let Some(mut io) = self.io.take() {
+            io.close();
+        }
+    }
+
+    fn io(&self) -> Result<&WorkerIo> {
+        self.io.as_ref().ok_or_else(|| {
+            io_err(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                "channel closed",
+            ))
+        })
+    }
+}
+
+/// Closes an fd that JS received but cannot use.
+#[napi(catch_unwind)]
+pub fn close_fd(fd: i32) {
+    if fd >= 0 {
+        // SAFETY: JS passes an fd it owns and will not use again.
+        drop(unsafe { OwnedFd::from_raw_fd(fd) });
+    }
+}
+
+/// Duplicates an fd (close-on-exec); JS owns the copy.
+#[napi(catch_unwind)]
+pub fn dup_fd(fd: i32) -> Result<i32> {
+    Ok(dup_js_fd(fd)?.into_raw_fd())
+}

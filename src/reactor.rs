@@ -1,0 +1,761 @@
+//! The primary's reactor: one thread, one epoll set holding every listening
+//! socket, every worker channel and every worker pidfd.
+//!
+//! Connections never touch JavaScript here: the reactor accepts
+//! (`accept4(SOCK_CLOEXEC)`), picks the next worker of the listener that has
+//! room in its window of unacknowledged connections, and passes the fd over
+//! the channel. It keeps its own reference to each connection until the worker
+//! acknowledges it, so a worker that dies or refuses before taking it does not
+//! lose it: the connection is dispatched again to another worker.
+//!
+//! JavaScript hears about what it must (online, listening, messages,
+//! disconnect, exit) through a [`Sink`] called once per loop iteration with
+//! the whole batch.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use serde::Serialize;
+
+use crate::channel::{Channel, Inbox, Read, ReadError};
+use crate::frame::{self, Kind};
+use crate::listener::{self, ListenRequest, SockName};
+use crate::poller::{self, Poller, Ready};
+use crate::sys::{self, ExitStatus};
+
+/// Default number of connections a worker may hold unacknowledged.
+pub const DEFAULT_WINDOW: usize = 16;
+
+/// Something JavaScript must hear about.
+#[derive(Debug)]
+pub enum Event {
+    /// The worker's runtime is up.
+    Online { worker: u32 },
+    /// A user message (JSON or V8 bytes per `flags`), maybe with a handle fd.
+    Message {
+        worker: u32,
+        flags: u8,
+        data: Vec<u8>,
+        fd: Option<OwnedFd>,
+    },
+    /// Another frame for the JS layer: `Listening`, `ExitedAfterDisconnect`, `Control`.
+    Frame {
+        worker: u32,
+        kind: Kind,
+        data: Vec<u8>,
+    },
+    /// The worker's channel closed.
+    Disconnect { worker: u32 },
+    /// The worker's process ended.
+    Exit {
+        worker: u32,
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
+    /// Something went wrong with this worker's channel (bad frame, I/O error).
+    Error { worker: u32, message: String },
+}
+
+/// Receives batches of events (in the napi layer: a threadsafe function).
+pub type Sink = Box<dyn FnMut(Vec<Event>) + Send>;
+
+enum Command {
+    Add {
+        id: u32,
+        channel: Arc<Channel>,
+        pidfd: Arc<OwnedFd>,
+    },
+    Disconnect {
+        id: u32,
+    },
+    Stop,
+}
+
+/// Tunables of the reactor.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Unacknowledged connections a worker may hold.
+    pub window: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            window: DEFAULT_WINDOW,
+        }
+    }
+}
+
+/// Handle to the reactor thread. Dropping it stops the thread.
+pub struct Reactor {
+    tx: Sender<Command>,
+    wake: Arc<OwnedFd>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Reactor {
+    /// Starts the reactor thread.
+    pub fn start(sink: Sink, config: Config) -> io::Result<Reactor> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let wake = Arc::new(sys::eventfd()?);
+        let mut lp = Loop::new(sink, rx, wake.clone(), config)?;
+        let thread = std::thread::Builder::new()
+            .name("rcluster-reactor".into())
+            .spawn(move || lp.run())?;
+        Ok(Reactor {
+            tx,
+            wake,
+            thread: Some(thread),
+        })
+    }
+
+    fn command(&self, c: Command) {
+        if self.tx.send(c).is_ok() {
+            sys::eventfd_signal(self.wake.as_raw_fd());
+        }
+    }
+
+    /// Starts watching a spawned worker: its channel and its pidfd.
+    pub fn add_worker(&self, id: u32, channel: Arc<Channel>, pidfd: Arc<OwnedFd>) {
+        self.command(Command::Add { id, channel, pidfd });
+    }
+
+    /// Asks the worker to disconnect and stops dispatching to it at once.
+    pub fn disconnect(&self, id: u32) {
+        self.command(Command::Disconnect { id });
+    }
+
+    /// Stops the thread and waits for it.
+    pub fn stop(&mut self) {
+        self.command(Command::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Reactor {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+const T_WAKE: u64 = 0;
+const T_LISTENER: u64 = 1 << 32;
+const T_CHANNEL: u64 = 2 << 32;
+const T_PIDFD: u64 = 3 << 32;
+const T_MASK: u64 = 0xffff_ffff << 32;
+
+struct InFlight {
+    fd: Arc<OwnedFd>,
+    listener: u32,
+    tries: u32,
+}
+
+struct WorkerState {
+    channel: Arc<Channel>,
+    inbox: Inbox,
+    pidfd: Arc<OwnedFd>,
+    inflight: HashMap<u64, InFlight>,
+    listening: Vec<u32>,
+    connected: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Policy {
+    RoundRobin,
+    /// Workers accept on the shared listening fd themselves.
+    Shared,
+}
+
+struct Pending {
+    fd: Arc<OwnedFd>,
+    tries: u32,
+}
+
+struct Listener {
+    key: String,
+    fd: Arc<OwnedFd>,
+    policy: Policy,
+    workers: Vec<u32>,
+    next: usize,
+    pending: VecDeque<Pending>,
+    armed: bool,
+    sockname: Option<SockName>,
+}
+
+#[derive(Serialize)]
+struct ListenReply<'a> {
+    errno: i32,
+    key: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sockname: Option<&'a SockName>,
+}
+
+struct Loop {
+    poller: Poller,
+    sink: Sink,
+    rx: Receiver<Command>,
+    wake: Arc<OwnedFd>,
+    config: Config,
+    workers: HashMap<u32, WorkerState>,
+    listeners: HashMap<u32, Listener>,
+    keys: HashMap<String, u32>,
+    next_listener: u32,
+    next_conn: u64,
+    events: Vec<Event>,
+    /// Set after EMFILE/ENFILE: listeners stay disarmed until then.
+    accept_backoff: Option<Instant>,
+    stopping: bool,
+}
+
+impl Loop {
+    fn new(
+        sink: Sink,
+        rx: Receiver<Command>,
+        wake: Arc<OwnedFd>,
+        config: Config,
+    ) -> io::Result<Loop> {
+        let poller = Poller::new()?;
+        poller.add(wake.as_raw_fd(), T_WAKE, poller::READABLE)?;
+        Ok(Loop {
+            poller,
+            sink,
+            rx,
+            wake,
+            config,
+            workers: HashMap::new(),
+            listeners: HashMap::new(),
+            keys: HashMap::new(),
+            next_listener: 1,
+            next_conn: 1,
+            events: Vec::new(),
+            accept_backoff: None,
+            stopping: false,
+        })
+    }
+
+    fn run(&mut self) {
+        let mut ready: Vec<Ready> = Vec::with_capacity(256);
+        while !self.stopping {
+            ready.clear();
+            let timeout = match self.accept_backoff {
+                Some(t) => t
+                    .saturating_duration_since(Instant::now())
+                    .as_millis()
+                    .min(1000) as i32,
+                None => -1,
+            };
+            if let Err(e) = self.poller.wait(&mut ready, timeout) {
+                self.events.push(Event::Error {
+                    worker: 0,
+                    message: format!("epoll_wait failed: {e}"),
+                });
+                self.flush_events();
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+            if let Some(t) = self.accept_backoff {
+                if Instant::now() >= t {
+                    self.accept_backoff = None;
+                    let ids: Vec<u32> = self.listeners.keys().copied().collect();
+                    for id in ids {
+                        self.dispatch(id);
+                    }
+                }
+            }
+            for r in &ready {
+                let id = (r.token & !T_MASK) as u32;
+                match r.token & T_MASK {
+                    T_WAKE => self.commands(),
+                    T_LISTENER => self.dispatch(id),
+                    T_CHANNEL => self.channel_ready(id, r.events),
+                    T_PIDFD => self.reap(id),
+                    _ => {}
+                }
+            }
+            self.flush_events();
+        }
+        // Stopping: hand back every held connection to the kernel's care (close).
+        self.listeners.clear();
+        self.workers.clear();
+    }
+
+    fn flush_events(&mut self) {
+        if !self.events.is_empty() {
+            let batch = std::mem::take(&mut self.events);
+            (self.sink)(batch);
+        }
+    }
+
+    fn commands(&mut self) {
+        sys::eventfd_drain(self.wake.as_raw_fd());
+        while let Ok(c) = self.rx.try_recv() {
+            match c {
+                Command::Add { id, channel, pidfd } => self.add_worker(id, channel, pidfd),
+                Command::Disconnect { id } => self.disconnect_cmd(id),
+                Command::Stop => self.stopping = true,
+            }
+        }
+    }
+
+    fn add_worker(&mut self, id: u32, channel: Arc<Channel>, pidfd: Arc<OwnedFd>) {
+        let ev = poller::READABLE | poller::WRITABLE | poller::EDGE | poller::HANGUP;
+        if let Err(e) = self
+            .poller
+            .add(channel.as_raw_fd(), T_CHANNEL | id as u64, ev)
+        {
+            self.events.push(Event::Error {
+                worker: id,
+                message: format!("cannot watch channel: {e}"),
+            });
+        }
+        if let Err(e) = self
+            .poller
+            .add(pidfd.as_raw_fd(), T_PIDFD | id as u64, poller::READABLE)
+        {
+            self.events.push(Event::Error {
+                worker: id,
+                message: format!("cannot watch process: {e}"),
+            });
+        }
+        self.workers.insert(
+            id,
+            WorkerState {
+                channel,
+                inbox: Inbox::default(),
+                pidfd,
+                inflight: HashMap::new(),
+                listening: Vec::new(),
+                connected: true,
+            },
+        );
+        // Frames may have arrived before we watched the channel.
+        self.channel_ready(id, poller::READABLE);
+    }
+
+    fn disconnect_cmd(&mut self, id: u32) {
+        let Some(w) = self.workers.get_mut(&id) else {
+            return;
+        };
+        if !w.connected {
+            return;
+        }
+        let _ = w.channel.send_frame(Kind::Disconnect, 0, 0, &[], None);
+        let lids = std::mem::take(&mut w.listening);
+        for lid in lids {
+            self.leave_listener(id, lid);
+        }
+    }
+
+    fn channel_ready(&mut self, id: u32, events: u32) {
+        if events & poller::WRITABLE != 0 {
+            if let Some(w) = self.workers.get(&id) {
+                if w.connected && w.channel.flush().is_err() {
+                    self.worker_gone(id, None);
+                    return;
+                }
+            }
+        }
+        loop {
+            let Some(w) = self.workers.get_mut(&id) else {
+                return;
+            };
+            if !w.connected {
+                return;
+            }
+            let r = w.inbox.read(&w.channel);
+            match r {
+                Ok(Read::Frame(f)) => self.frame(id, f),
+                Ok(Read::Partial) => continue,
+                Ok(Read::Empty) => return,
+                Ok(Read::Eof) => {
+                    self.worker_gone(id, None);
+                    return;
+                }
+                Err(e) => {
+                    let msg = match &e {
+                        ReadError::Frame(_) => format!("worker {id}: {e}; channel closed"),
+                        ReadError::Io(_) => format!("worker {id}: {e}"),
+                    };
+                    self.worker_gone(id, Some(msg));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn frame(&mut self, id: u32, f: crate::channel::Incoming) {
+        match f.kind {
+            Kind::Online => self.events.push(Event::Online { worker: id }),
+            Kind::Message => self.events.push(Event::Message {
+                worker: id,
+                flags: f.flags,
+                data: f.payload,
+                fd: f.fd,
+            }),
+            Kind::ListenRequest => self.listen_request(id, f.id, &f.payload),
+            Kind::Ack => match frame::decode_acks(&f.payload) {
+                Ok(acks) => self.acks(id, &acks),
+                Err(e) => self.worker_gone(id, Some(format!("worker {id}: {e}"))),
+            },
+            Kind::CloseListen => match frame::decode_u32(Kind::CloseListen, &f.payload) {
+                Ok(lid) => {
+                    if let Some(w) = self.workers.get_mut(&id) {
+                        w.listening.retain(|l| *l != lid);
+                    }
+                    self.leave_listener(id, lid);
+                }
+                Err(e) => self.worker_gone(id, Some(format!("worker {id}: {e}"))),
+            },
+            Kind::Listening | Kind::ExitedAfterDisconnect | Kind::Control => {
+                self.events.push(Event::Frame {
+                    worker: id,
+                    kind: f.kind,
+                    data: f.payload,
+                })
+            }
+            Kind::Conn | Kind::ListenReply | Kind::Disconnect => self.worker_gone(
+                id,
+                Some(format!(
+                    "worker {id}: {:?} frame is not allowed from a worker; channel closed",
+                    f.kind
+                )),
+            ),
+        }
+    }
+
+    fn reply(&mut self, id: u32, req: u64, errno: i32, lid: u32, fd: Option<OwnedFd>) {
+        let sockname = self.listeners.get(&lid).and_then(|l| l.sockname.as_ref());
+        let body = serde_json::to_vec(&ListenReply {
+            errno,
+            key: lid,
+            sockname,
+        })
+        .unwrap_or_default();
+        if let Some(w) = self.workers.get(&id) {
+            let _ = w.channel.send_frame(Kind::ListenReply, 0, req, &body, fd);
+        }
+    }
+
+    fn listen_request(&mut self, id: u32, req: u64, payload: &[u8]) {
+        let parsed: Result<ListenRequest, _> = serde_json::from_slice(payload);
+        let Ok(r) = parsed else {
+            self.reply(id, req, -libc::EINVAL, 0, None);
+            return;
+        };
+        let policy = match r.policy.as_deref() {
+            Some("none") => Policy::Shared,
+            _ => Policy::RoundRobin,
+        };
+        let lid = match self.keys.get(&r.key) {
+            Some(lid) => *lid,
+            None => {
+                let fd = match listener::bind(&r) {
+                    Ok(fd) => fd,
+                    Err(errno) => {
+                        self.reply(id, req, errno, 0, None);
+                        return;
+                    }
+                };
+                let lid = self.next_listener;
+                self.next_listener += 1;
+                let sockname = listener::sockname(&fd);
+                if policy == Policy::RoundRobin {
+                    if let Err(e) = self.poller.add(fd.as_raw_fd(), T_LISTENER | lid as u64, 0) {
+                        self.reply(id, req, -e.raw_os_error().unwrap_or(libc::EIO), 0, None);
+                        return;
+                    }
+                }
+                self.keys.insert(r.key.clone(), lid);
+                self.listeners.insert(
+                    lid,
+                    Listener {
+                        key: r.key.clone(),
+                        fd: Arc::new(fd),
+                        policy,
+                        workers: Vec::new(),
+                        next: 0,
+                        pending: VecDeque::new(),
+                        armed: false,
+                        sockname,
+                    },
+                );
+                lid
+            }
+        };
+        let (shared_fd, lpolicy) = {
+            let l = self.listeners.get_mut(&lid).expect("listener exists");
+            if !l.workers.contains(&id) {
+                l.workers.push(id);
+            }
+            let fd = match l.policy {
+                Policy::Shared => match l.fd.try_clone() {
+                    Ok(fd) => Some(fd),
+                    Err(e) => {
+                        let errno = -e.raw_os_error().unwrap_or(libc::EMFILE);
+                        l.workers.retain(|w| *w != id);
+                        self.reply(id, req, errno, 0, None);
+                        return;
+                    }
+                },
+                Policy::RoundRobin => None,
+            };
+            (fd, l.policy)
+        };
+        if let Some(w) = self.workers.get_mut(&id) {
+            if !w.listening.contains(&lid) {
+                w.listening.push(lid);
+            }
+        }
+        self.reply(id, req, 0, lid, shared_fd);
+        if lpolicy == Policy::RoundRobin {
+            self.dispatch(lid);
+        }
+    }
+
+    /// Removes worker `id` from listener `lid`; closes the listener when it was
+    /// the last one (Node closes the primary's handle then, freeing the port).
+    fn leave_listener(&mut self, id: u32, lid: u32) {
+        let Some(l) = self.listeners.get_mut(&lid) else {
+            return;
+        };
+        if let Some(pos) = l.workers.iter().position(|w| *w == id) {
+            l.workers.remove(pos);
+            if l.next > pos {
+                l.next -= 1;
+            }
+            if l.next >= l.workers.len() {
+                l.next = 0;
+            }
+        }
+        if l.workers.is_empty() {
+            self.close_listener(lid);
+        } else {
+            self.dispatch(lid);
+        }
+    }
+
+    fn close_listener(&mut self, lid: u32) {
+        if let Some(l) = self.listeners.remove(&lid) {
+            self.poller.delete(l.fd.as_raw_fd());
+            self.keys.remove(&l.key);
+            // Pending connections are closed with it: nobody is left to serve them.
+        }
+    }
+
+    fn set_armed(&mut self, lid: u32, on: bool) {
+        let on = on && self.accept_backoff.is_none();
+        if let Some(l) = self.listeners.get_mut(&lid) {
+            if l.armed != on && l.policy == Policy::RoundRobin {
+                let ev = if on { poller::READABLE } else { 0 };
+                if self
+                    .poller
+                    .modify(l.fd.as_raw_fd(), T_LISTENER | lid as u64, ev)
+                    .is_ok()
+                {
+                    l.armed = on;
+                }
+            }
+        }
+    }
+
+    /// Hands connections of listener `lid` to its workers until either no
+    /// worker has room or nothing is waiting.
+    fn dispatch(&mut self, lid: u32) {
+        let window = self.config.window;
+        loop {
+            let Some(l) = self.listeners.get_mut(&lid) else {
+                return;
+            };
+            if l.policy != Policy::RoundRobin {
+                return;
+            }
+            let n = l.workers.len();
+            let mut chosen = None;
+            for k in 0..n {
+                let pos = (l.next + k) % n;
+                let wid = l.workers[pos];
+                if let Some(w) = self.workers.get(&wid) {
+                    if w.connected && w.inflight.len() < window {
+                        chosen = Some((wid, pos));
+                        break;
+                    }
+                }
+            }
+            let Some((wid, pos)) = chosen else {
+                self.set_armed(lid, false);
+                return;
+            };
+            let conn = match l.pending.pop_front() {
+                Some(p) => p,
+                None => {
+                    if self.accept_backoff.is_some() {
+                        return;
+                    }
+                    match listener::accept(&l.fd) {
+                        Ok(Some(fd)) => Pending {
+                            fd: Arc::new(fd),
+                            tries: 0,
+                        },
+                        Ok(None) => {
+                            self.set_armed(lid, true);
+                            return;
+                        }
+                        Err(e) => {
+                            let transient = matches!(
+                                e.raw_os_error(),
+                                Some(libc::EMFILE)
+                                    | Some(libc::ENFILE)
+                                    | Some(libc::ENOBUFS)
+                                    | Some(libc::ENOMEM)
+                            );
+                            self.events.push(Event::Error {
+                                worker: 0,
+                                message: format!("accept failed on {}: {e}", l.key),
+                            });
+                            if transient {
+                                self.accept_backoff =
+                                    Some(Instant::now() + Duration::from_millis(100));
+                            }
+                            self.set_armed(lid, false);
+                            return;
+                        }
+                    }
+                }
+            };
+            l.next = (pos + 1) % n;
+            let cid = self.next_conn;
+            self.next_conn += 1;
+            let w = self.workers.get_mut(&wid).expect("chosen worker exists");
+            match w.channel.send_conn(cid, lid, conn.fd.clone()) {
+                Ok(_) => {
+                    w.inflight.insert(
+                        cid,
+                        InFlight {
+                            fd: conn.fd,
+                            listener: lid,
+                            tries: conn.tries,
+                        },
+                    );
+                }
+                Err(_) => {
+                    if let Some(l) = self.listeners.get_mut(&lid) {
+                        l.pending.push_front(conn);
+                    }
+                    self.worker_gone(wid, None);
+                }
+            }
+        }
+    }
+
+    fn acks(&mut self, id: u32, acks: &[(u64, bool)]) {
+        let mut touched: Vec<u32> = Vec::new();
+        {
+            let Some(w) = self.workers.get_mut(&id) else {
+                return;
+            };
+            for &(cid, accepted) in acks {
+                let Some(c) = w.inflight.remove(&cid) else {
+                    continue;
+                };
+                if !touched.contains(&c.listener) {
+                    touched.push(c.listener);
+                }
+                if accepted {
+                    continue; // our reference drops: the worker owns the connection now
+                }
+                if let Some(l) = self.listeners.get_mut(&c.listener) {
+                    let tries = c.tries + 1;
+                    if (tries as usize) < l.workers.len().max(1) {
+                        l.pending.push_back(Pending { fd: c.fd, tries });
+                    }
+                    // else: every worker refused it (maxConnections); it closes here.
+                }
+            }
+            for lid in &w.listening {
+                if !touched.contains(lid) {
+                    touched.push(*lid);
+                }
+            }
+        }
+        for lid in touched {
+            self.dispatch(lid);
+        }
+    }
+
+    /// The worker's channel is gone (EOF, error, or its process died).
+    fn worker_gone(&mut self, id: u32, error: Option<String>) {
+        let Some(w) = self.workers.get_mut(&id) else {
+            return;
+        };
+        if !w.connected {
+            return;
+        }
+        w.connected = false;
+        self.poller.delete(w.channel.as_raw_fd());
+        w.channel.shutdown();
+        let lids = std::mem::take(&mut w.listening);
+        let inflight = std::mem::take(&mut w.inflight);
+        if let Some(message) = error {
+            self.events.push(Event::Error {
+                worker: id,
+                message,
+            });
+        }
+        // Connections it never acknowledged go back, oldest first.
+        let mut back: Vec<(u64, InFlight)> = inflight.into_iter().collect();
+        back.sort_by_key(|(cid, _)| std::cmp::Reverse(*cid));
+        let mut touched = Vec::new();
+        for (_, c) in back {
+            if let Some(l) = self.listeners.get_mut(&c.listener) {
+                l.pending.push_front(Pending {
+                    fd: c.fd,
+                    tries: c.tries,
+                });
+                if !touched.contains(&c.listener) {
+                    touched.push(c.listener);
+                }
+            }
+        }
+        for lid in lids {
+            self.leave_listener(id, lid);
+        }
+        for lid in touched {
+            self.dispatch(lid);
+        }
+        self.events.push(Event::Disconnect { worker: id });
+    }
+
+    fn reap(&mut self, id: u32) {
+        let Some(w) = self.workers.get(&id) else {
+            return;
+        };
+        let status = match sys::pidfd_try_reap(&w.pidfd) {
+            Ok(Some(s)) => Some(s),
+            Ok(None) => return, // not yet (spurious wake-up)
+            Err(_) => None,     // reaped by someone else: status unknown
+        };
+        // Everything the worker wrote before dying is delivered before `exit`.
+        self.channel_ready(id, poller::READABLE);
+        self.worker_gone(id, None);
+        if let Some(w) = self.workers.remove(&id) {
+            self.poller.delete(w.pidfd.as_raw_fd());
+        }
+        let (code, signal) = match status {
+            Some(ExitStatus::Code(c)) => (Some(c), None),
+            Some(ExitStatus::Signal(s)) => (None, Some(s)),
+            None => (None, None),
+        };
+        self.events.push(Event::Exit {
+            worker: id,
+            code,
+            signal,
+        });
+    }
+}

@@ -1,0 +1,194 @@
+//! The worker's side of the channel: one I/O thread that reads frames and
+//! hands them to JavaScript in batches, and flushes what the JS thread queued
+//! when the socket was full. The JS thread writes directly (see [`Channel`]).
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crate::channel::{Channel, Inbox, Incoming, Read};
+use crate::poller::{self, Poller, Ready};
+use crate::sys;
+
+/// What the worker's JS must hear about.
+#[derive(Debug)]
+pub enum WorkerEvent {
+    Frame(Incoming),
+    /// A bad frame or an I/O error; the channel is closed after it.
+    Error(String),
+    /// The channel closed (the primary went away or disconnected us).
+    Disconnect,
+}
+
+pub type WorkerSink = Box<dyn FnMut(Vec<WorkerEvent>) + Send>;
+
+/// The worker's channel and its I/O thread.
+pub struct WorkerIo {
+    channel: Arc<Channel>,
+    stop: Arc<OwnedFd>,
+    thread: Option<JoinHandle<()>>,
+}
+
+const T_CHANNEL: u64 = 1;
+const T_STOP: u64 = 2;
+
+impl WorkerIo {
+    /// Takes over the channel socket `fd` and starts reading it.
+    pub fn start(fd: OwnedFd, mut sink: WorkerSink) -> io::Result<WorkerIo> {
+        sys::set_cloexec(fd.as_raw_fd(), true)?;
+        let channel = Arc::new(Channel::new(fd)?);
+        let stop = Arc::new(sys::eventfd()?);
+        let mut poller = Poller::new()?;
+        poller.add(
+            channel.as_raw_fd(),
+            T_CHANNEL,
+            poller::READABLE | poller::WRITABLE | poller::EDGE | poller::HANGUP,
+        )?;
+        poller.add(stop.as_raw_fd(), T_STOP, poller::READABLE)?;
+        let ch = channel.clone();
+        let thread = std::thread::Builder::new()
+            .name("rcluster-worker-io".into())
+            .spawn(move || {
+                let mut inbox = Inbox::default();
+                let mut ready: Vec<Ready> = Vec::new();
+                loop {
+                    ready.clear();
+                    if poller.wait(&mut ready, -1).is_err() {
+                        break;
+                    }
+                    let mut batch = Vec::new();
+                    let mut done = false;
+                    for r in &ready {
+                        if r.token == T_STOP {
+                            done = true;
+                            continue;
+                        }
+                        if r.events & poller::WRITABLE != 0 && ch.flush().is_err() {
+                            // The read side reports the reason (EOF or error).
+                        }
+                        loop {
+                            match inbox.read(&ch) {
+                                Ok(Read::Frame(f)) => batch.push(WorkerEvent::Frame(f)),
+                                Ok(Read::Partial) => continue,
+                                Ok(Read::Empty) => break,
+                                Ok(Read::Eof) => {
+                                    batch.push(WorkerEvent::Disconnect);
+                                    done = true;
+                                    break;
+                                }
+                                Err(e) => {
+                                    batch.push(WorkerEvent::Error(format!("{e}; channel closed")));
+                                    batch.push(WorkerEvent::Disconnect);
+                                    done = true;
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    if !batch.is_empty() {
+                        sink(batch);
+                    }
+                    if done {
+                        ch.shutdown();
+                        break;
+                    }
+                }
+            })?;
+        Ok(WorkerIo {
+            channel,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The channel, for sending from the JS thread.
+    pub fn channel(&self) -> &Arc<Channel> {
+        &self.channel
+    }
+
+    /// Closes the channel (the primary sees EOF) and stops the thread.
+    pub fn close(&mut self) {
+        self.channel.shutdown();
+        sys::eventfd_signal(self.stop.as_raw_fd());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for WorkerIo {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Makes this process die with its parent (`PR_SET_PDEATHSIG`, SIGKILL), and
+/// exits at once if the parent `ppid` is already gone.
+pub fn die_with_parent(ppid: i32) {
+    // SAFETY: prctl with PR_SET_PDEATHSIG takes an integer signal number.
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
+    }
+    // SAFETY: getppid has no preconditions.
+    if ppid > 0 && unsafe { libc::getppid() } != ppid {
+        // SAFETY: _exit ends the process without running anything else.
+        unsafe { libc::_exit(0) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::Kind;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    #[test]
+    fn frames_reach_the_sink_and_eof_disconnects() {
+        let (primary, theirs) = Channel::pair().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let mut io = WorkerIo::start(
+            theirs,
+            Box::new(move |b| {
+                for e in b {
+                    tx.send(e).unwrap();
+                }
+            }),
+        )
+        .unwrap();
+        primary.send_message(0, b"hello".to_vec(), None).unwrap();
+        match rx.recv_timeout(Duration::from_secs(5)).unwrap() {
+            WorkerEvent::Frame(f) => {
+                assert_eq!(f.kind, Kind::Message);
+                assert_eq!(f.payload, b"hello");
+            }
+            other => panic!("{other:?}"),
+        }
+        io.channel()
+            .send_frame(Kind::Online, 0, 0, &[], None)
+            .unwrap();
+        let mut inbox = Inbox::default();
+        let mut got = None;
+        for _ in 0..500 {
+            if let Ok(Read::Frame(f)) = inbox.read(&primary) {
+                got = Some(f);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert_eq!(got.unwrap().kind, Kind::Online);
+        drop(primary);
+        assert!(matches!(
+            rx.recv_timeout(Duration::from_secs(5)).unwrap(),
+            WorkerEvent::Disconnect
+        ));
+        io.close();
+    }
+}
