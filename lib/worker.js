@@ -88,7 +88,7 @@ cluster._getServer = function getServer(obj, options, cb) {
     addressType: options.addressType,
     fd: options.fd,
     flags: options.flags || 0,
-    backlog: options.backlog,
+    backlog: typeof options.backlog === 'number' ? options.backlog : undefined,
     policy: config.policy,
   };
   const id = nextRequest++;

@@ -36,9 +36,9 @@ pub struct ListenRequest {
     /// libuv bind flags.
     #[serde(default)]
     pub flags: u32,
-    /// Requested backlog.
+    /// Requested backlog (Node passes odd values through; only numbers count).
     #[serde(default)]
-    pub backlog: Option<i32>,
+    pub backlog: Option<serde_json::Value>,
     /// Scheduling: "rr" or "none".
     #[serde(default)]
     pub policy: Option<String>,
@@ -71,7 +71,13 @@ fn bind_listen(s: Socket, addr: &SockAddr, backlog: i32) -> io::Result<OwnedFd> 
 
 /// Binds and listens as the request says. `Err` carries a negative errno.
 pub fn bind(req: &ListenRequest) -> Result<OwnedFd, i32> {
-    let backlog = req.backlog.filter(|b| *b > 0).unwrap_or(DEFAULT_BACKLOG);
+    let backlog = req
+        .backlog
+        .as_ref()
+        .and_then(|b| b.as_i64())
+        .filter(|b| *b > 0)
+        .map(|b| b.min(i32::MAX as i64) as i32)
+        .unwrap_or(DEFAULT_BACKLOG);
     if req.address_type == -1 || req.port < 0 {
         let path = req.address.as_deref().ok_or(-libc::EINVAL)?;
         let addr = SockAddr::unix(path).map_err(|e| uv_err(&e))?;

@@ -1,0 +1,118 @@
+'use strict';
+
+// Test helpers: run a fixture as a real process, read its JSON lines, and
+// make sure every process a test started is gone afterwards (by pid).
+
+const { spawn } = require('child_process');
+const path = require('path');
+const readline = require('readline');
+
+const ROOT = path.join(__dirname, '..');
+const FIXTURES = path.join(__dirname, 'fixtures');
+
+function alive(pid) {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Waits until every pid is gone (up to `ms`); returns the ones still alive. */
+async function waitGone(pids, ms = 3000) {
+  const end = Date.now() + ms;
+  let left = pids.filter(alive);
+  while (left.length && Date.now() < end) {
+    await new Promise((r) => setTimeout(r, 20));
+    left = left.filter((pid) => alive(pid) && !isZombie(pid));
+  }
+  return left;
+}
+
+function isZombie(pid) {
+  try {
+    const stat = require('fs').readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2)[0] === 'Z';
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Starts `node fixture args...`. Returns { child, lines, next(pred, ms), done, kill }.
+ * Every stdout line that parses as JSON is collected in `lines`.
+ */
+function run(fixture, args = [], opts = {}) {
+  const child = spawn(opts.node || process.execPath, [path.join(FIXTURES, fixture), ...args], {
+    cwd: ROOT,
+    env: { ...process.env, ...opts.env },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  const lines = [];
+  const waiters = [];
+  let stderr = '';
+  child.stderr.on('data', (d) => { stderr += d; });
+  readline.createInterface({ input: child.stdout }).on('line', (line) => {
+    let msg;
+    try {
+      msg = JSON.parse(line);
+    } catch {
+      return;
+    }
+    lines.push(msg);
+    for (const w of [...waiters]) {
+      if (w.pred(msg)) {
+        waiters.splice(waiters.indexOf(w), 1);
+        w.resolve(msg);
+      }
+    }
+  });
+  const done = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+  const pids = new Set();
+  function next(pred, ms = 10000) {
+    const found = lines.find(pred);
+    if (found) return Promise.resolve(found);
+    return new Promise((resolve, reject) => {
+      const w = { pred, resolve };
+      waiters.push(w);
+      setTimeout(() => {
+        const i = waiters.indexOf(w);
+        if (i >= 0) {
+          waiters.splice(i, 1);
+          reject(new Error(`timed out waiting in ${fixture}; lines=${JSON.stringify(lines)} stderr=${stderr}`));
+        }
+      }, ms).unref();
+    });
+  }
+  async function kill() {
+    for (const m of lines) {
+      for (const pid of [].concat(m.pids || [], m.pid || [])) pids.add(pid);
+    }
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    await done;
+    const left = await waitGone([...pids], 2000);
+    for (const pid of left) {
+      try { process.kill(pid, 'SIGKILL'); } catch {}
+    }
+    return left;
+  }
+  return { child, lines, next, done, kill, stderr: () => stderr };
+}
+
+/** One HTTP GET on a new connection; resolves { status, body }. */
+function get(port, pathname = '/', { agent = false, host = '127.0.0.1' } = {}) {
+  const http = require('http');
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host, port, path: pathname, agent, headers: agent ? {} : { connection: 'close' } }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => { body += d; });
+      res.on('end', () => resolve({ status: res.statusCode, body }));
+    });
+    req.setTimeout(10000, () => req.destroy(new Error('request timed out')));
+    req.on('error', reject);
+  });
+}
+
+module.exports = { run, get, alive, waitGone, ROOT, FIXTURES };
