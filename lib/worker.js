@@ -75,12 +75,9 @@ cluster._getServer = function getServer(obj, options, cb) {
   const index = indexSet.nextIndex++;
   indexSet.set.add(index);
 
+  // Datagram sockets are shared like Node's SharedHandle: the primary binds
+  // once per key and passes the socket (dgram binds `exclusive` ones itself).
   const isUdp = options.addressType === 'udp4' || options.addressType === 'udp6';
-  if (isUdp) {
-    // Datagram sockets bind in the worker for now (exclusive semantics).
-    localUdp(obj, options, address, cb);
-    return;
-  }
   const request = {
     key: `${indexesKey}:${index}`,
     address: address === undefined ? null : address,
@@ -90,11 +87,17 @@ cluster._getServer = function getServer(obj, options, cb) {
     flags: options.flags || 0,
     backlog: typeof options.backlog === 'number' ? options.backlog : undefined,
     policy: config.policy,
+    // Custom server data (tls: ticket keys); the first worker's is shared.
+    data: typeof obj._getServerData === 'function' ? obj._getServerData() : null,
   };
   const id = nextRequest++;
   requests.set(id, (reply, fd) => {
-    const pipe = options.addressType === -1 || options.port < 0;
-    if (fd >= 0) shared(reply, fd, { obj, pipe, indexesKey, index }, cb);
+    if (typeof obj._setServerData === 'function' && reply.data != null) obj._setServerData(reply.data);
+    // A unix path, or listen({ fd }) on a socket without an IP address.
+    const pipe = options.addressType === -1 || options.port < 0 ||
+      (options.fd >= 0 && !reply.sockname);
+    const kind = isUdp ? options.addressType : (pipe ? 'pipe' : 'tcp');
+    if (fd >= 0) shared(reply, fd, { obj, kind, indexesKey, index }, cb);
     else rr(reply, { obj, pipe, indexesKey, index }, cb);
   });
   sendFrame(F.LISTEN_REQUEST, Buffer.from(JSON.stringify(request)), id);
@@ -152,15 +155,23 @@ function rr(reply, { obj, pipe, indexesKey, index }, cb) {
   cb(0, handle);
 }
 
-// SCHED_NONE: the primary bound the socket and passed it; the worker accepts.
-function shared(reply, fd, { obj, pipe, indexesKey, index }, cb) {
+// SCHED_NONE and dgram: the primary bound the socket and passed it; the
+// worker accepts (or receives) on it itself.
+function shared(reply, fd, { obj, kind, indexesKey, index }, cb) {
   if (reply.errno) {
     native.closeFd(fd);
     return cb(reply.errno, null);
   }
   const key = reply.key;
-  const handle = handles.open(fd, pipe, true);
-  if (handle === null) return cb(-9 /* EBADF */, null);
+  const handle = kind === 'udp4' || kind === 'udp6' ?
+    openUdp(obj, fd) :
+    handles.open(fd, kind === 'pipe', true);
+  if (handle === null) {
+    // Not usable here: leave the listener so the primary can close it.
+    sendFrame(F.CLOSE_LISTEN, u32(key));
+    removeIndexesKey(indexesKey, index);
+    return cb(-9 /* EBADF */, null);
+  }
   const close = handle.close;
   handle.close = function closeShared(...args) {
     sendFrame(F.CLOSE_LISTEN, u32(key));
@@ -168,23 +179,27 @@ function shared(reply, fd, { obj, pipe, indexesKey, index }, cb) {
     removeIndexesKey(indexesKey, index);
     return close.apply(handle, args);
   };
-  listeners.set(key, { handle, server: obj, pipe, shared: true });
+  listeners.set(key, { handle, server: obj, pipe: kind === 'pipe', shared: true });
   cb(0, handle);
 }
 
-function localUdp(obj, options, address, cb) {
-  // dgram's own handle, bound here.
-  const state = obj[Object.getOwnPropertySymbols(obj).find((s) => String(s) === 'Symbol(state symbol)')];
-  const UDP = state.handle.constructor;
-  const handle = new UDP();
-  const err = options.addressType === 'udp6' ?
-    handle.bind6(address, options.port || 0, options.flags || 0) :
-    handle.bind(address, options.port || 0, options.flags || 0);
+// A UDP handle owning `fd`. Its constructor is not exported; dgram's socket
+// holds one in its internal state (Node's kStateSymbol).
+function openUdp(socket, fd) {
+  const sym = Object.getOwnPropertySymbols(socket).find((s) => String(s) === 'Symbol(state symbol)');
+  const state = sym === undefined ? undefined : socket[sym];
+  if (!state || !state.handle) {
+    native.closeFd(fd);
+    return null;
+  }
+  const handle = new state.handle.constructor();
+  const err = handle.open(fd);
   if (err) {
     handle.close();
-    return cb(err, null);
+    native.closeFd(fd);
+    return null;
   }
-  cb(0, handle);
+  return handle;
 }
 
 function onConnections(conns) {

@@ -9,17 +9,32 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use socket2::{Domain, SockAddr, Socket, Type};
 
-/// `UV_TCP_IPV6ONLY`, as in Node's `flags`.
+/// `UV_TCP_IPV6ONLY` / `UV_UDP_IPV6ONLY`, as in Node's `flags`.
 pub const FLAG_IPV6ONLY: u32 = 1;
+
+/// `UV_UDP_REUSEADDR`, as dgram's `reuseAddr` sets it.
+pub const FLAG_UDP_REUSEADDR: u32 = 4;
 
 /// Node's default backlog.
 pub const DEFAULT_BACKLOG: i32 = 511;
 
+/// Node's `addressType`: a number for streams (4, 6, -1 for unix paths) or
+/// the string `'udp4'`/`'udp6'` for dgram sockets.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum AddressType {
+    Num(i64),
+    Str(String),
+}
+
 /// A worker's request for a listening socket (JSON from the worker's JS).
+/// Node sends `null` for fields it has no value for (`listen({ fd })` sends
+/// `port: null, addressType: null`), so every field but the key is optional.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ListenRequest {
@@ -29,19 +44,62 @@ pub struct ListenRequest {
     pub address: Option<String>,
     /// Port; negative for unix paths.
     #[serde(default)]
-    pub port: i64,
-    /// 4, 6 or -1 (unix path).
+    pub port: Option<i64>,
+    /// 4, 6, -1 (unix path), "udp4" or "udp6".
     #[serde(default)]
-    pub address_type: i64,
+    pub address_type: Option<AddressType>,
+    /// A file descriptor of the primary to listen on (`listen({ fd })`).
+    #[serde(default)]
+    pub fd: Option<i64>,
     /// libuv bind flags.
     #[serde(default)]
-    pub flags: u32,
+    pub flags: Option<u32>,
     /// Requested backlog (Node passes odd values through; only numbers count).
     #[serde(default)]
     pub backlog: Option<serde_json::Value>,
     /// Scheduling: "rr" or "none".
     #[serde(default)]
     pub policy: Option<String>,
+    /// The server's `_getServerData()` (tls: session ticket keys). The
+    /// first worker's data is kept per key and given to every worker.
+    #[serde(default)]
+    pub data: Option<serde_json::Value>,
+}
+
+/// What a request asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A TCP listener on an address and port.
+    Tcp,
+    /// A unix-domain stream listener on a path.
+    Unix,
+    /// An existing stream socket of the primary, by fd number.
+    Fd,
+    /// A datagram socket (always shared, like Node's SharedHandle).
+    Udp,
+}
+
+impl ListenRequest {
+    pub fn kind(&self) -> Kind {
+        if self.is_udp() {
+            return Kind::Udp;
+        }
+        if self.fd.is_some_and(|fd| fd >= 0) {
+            return Kind::Fd;
+        }
+        if self.address_type == Some(AddressType::Num(-1)) || self.port.is_some_and(|p| p < 0) {
+            return Kind::Unix;
+        }
+        Kind::Tcp
+    }
+
+    pub fn is_udp(&self) -> bool {
+        matches!(&self.address_type, Some(AddressType::Str(s)) if s == "udp4" || s == "udp6")
+    }
+
+    fn flags(&self) -> u32 {
+        self.flags.unwrap_or(0)
+    }
 }
 
 /// The bound address, as Node's `getsockname()` reports it.
@@ -50,6 +108,20 @@ pub struct SockName {
     pub address: String,
     pub family: String,
     pub port: u16,
+}
+
+/// A bound socket, and the unix path to unlink when it closes (libuv removes
+/// the socket file of a pipe server it bound when the handle closes).
+#[derive(Debug)]
+pub struct Bound {
+    pub fd: OwnedFd,
+    pub unlink: Option<PathBuf>,
+}
+
+impl From<OwnedFd> for Bound {
+    fn from(fd: OwnedFd) -> Bound {
+        Bound { fd, unlink: None }
+    }
 }
 
 fn uv_err(e: &io::Error) -> i32 {
@@ -62,47 +134,132 @@ fn tcp_socket(domain: Domain) -> io::Result<Socket> {
     Ok(s)
 }
 
+fn into_owned(s: Socket) -> OwnedFd {
+    // SAFETY: into_raw_fd hands over sole ownership of an open fd.
+    unsafe { OwnedFd::from_raw_fd(s.into_raw_fd()) }
+}
+
 fn bind_listen(s: Socket, addr: &SockAddr, backlog: i32) -> io::Result<OwnedFd> {
     s.bind(addr)?;
     s.listen(backlog)?;
-    // SAFETY: into_raw_fd hands over sole ownership of an open fd.
-    Ok(unsafe { OwnedFd::from_raw_fd(s.into_raw_fd()) })
+    Ok(into_owned(s))
 }
 
-/// Binds and listens as the request says. `Err` carries a negative errno.
-pub fn bind(req: &ListenRequest) -> Result<OwnedFd, i32> {
-    let backlog = req
-        .backlog
+/// `to` relative to `from` (both absolute and normalized), like Node's
+/// `path.relative()`.
+pub fn relative(from: &Path, to: &Path) -> PathBuf {
+    let a: Vec<Component> = from.components().collect();
+    let b: Vec<Component> = to.components().collect();
+    let common = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let mut out = PathBuf::new();
+    for _ in common..a.len() {
+        out.push("..");
+    }
+    for c in &b[common..] {
+        out.push(c.as_os_str());
+    }
+    out
+}
+
+/// The path the primary binds for a worker's (absolute) unix path: the
+/// shorter of it and its path relative to the primary's cwd, as Node's
+/// primary picks (sockaddr_un holds ~107 bytes).
+pub fn unix_bind_path(path: &str) -> PathBuf {
+    let abs = PathBuf::from(path);
+    if !abs.is_absolute() {
+        return abs;
+    }
+    match std::env::current_dir() {
+        Ok(cwd) => {
+            let rel = relative(&cwd, &abs);
+            if rel.as_os_str().len() < abs.as_os_str().len() && !rel.as_os_str().is_empty() {
+                rel
+            } else {
+                abs
+            }
+        }
+        Err(_) => abs,
+    }
+}
+
+fn backlog_of(req: &ListenRequest) -> i32 {
+    req.backlog
         .as_ref()
         .and_then(|b| b.as_i64())
         .filter(|b| *b > 0)
         .map(|b| b.min(i32::MAX as i64) as i32)
-        .unwrap_or(DEFAULT_BACKLOG);
-    if req.address_type == -1 || req.port < 0 {
-        let path = req.address.as_deref().ok_or(-libc::EINVAL)?;
-        let addr = SockAddr::unix(path).map_err(|e| uv_err(&e))?;
-        let s = Socket::new(Domain::UNIX, Type::STREAM.nonblocking().cloexec(), None)
-            .map_err(|e| uv_err(&e))?;
-        return bind_listen(s, &addr, backlog).map_err(|e| uv_err(&e));
+        .unwrap_or(DEFAULT_BACKLOG)
+}
+
+/// A duplicate (close-on-exec) of the primary's own fd `fd`, when it is a
+/// socket of type `ty`. The original stays open and untouched.
+fn dup_socket(fd: i64, ty: Type) -> Result<Socket, i32> {
+    let raw = i32::try_from(fd).map_err(|_| -libc::EBADF)?;
+    // SAFETY: fcntl(F_DUPFD_CLOEXEC) only reads its arguments; an fd that is
+    // not open yields EBADF, never undefined behaviour.
+    let r = unsafe { libc::fcntl(raw, libc::F_DUPFD_CLOEXEC, 0) };
+    if r < 0 {
+        return Err(uv_err(&io::Error::last_os_error()));
     }
-    if !(0..=65535).contains(&req.port) {
+    // SAFETY: a fresh fd that nobody else owns.
+    let s = unsafe { Socket::from_raw_fd(r) };
+    match s.r#type() {
+        Ok(t) if t == ty => {}
+        _ => return Err(-libc::EINVAL),
+    }
+    s.set_nonblocking(true).map_err(|e| uv_err(&e))?;
+    Ok(s)
+}
+
+/// Binds and listens as the request says. `Err` carries a negative errno.
+pub fn bind(req: &ListenRequest) -> Result<Bound, i32> {
+    let backlog = backlog_of(req);
+    match req.kind() {
+        Kind::Udp => return bind_udp(req).map(Bound::from),
+        Kind::Fd => {
+            let s = dup_socket(req.fd.unwrap_or(-1), Type::STREAM)?;
+            s.listen(backlog).map_err(|e| uv_err(&e))?;
+            return Ok(into_owned(s).into());
+        }
+        Kind::Unix => {
+            let path = req.address.as_deref().ok_or(-libc::EINVAL)?;
+            let bind_path = unix_bind_path(path);
+            // Too long even relative: EINVAL, as libuv >= 1.46 (Node 22+)
+            // says; older libuv silently bound a truncated path.
+            if bind_path.as_os_str().len() >= 108 {
+                return Err(-libc::EINVAL);
+            }
+            let addr = SockAddr::unix(&bind_path).map_err(|e| uv_err(&e))?;
+            let s = Socket::new(Domain::UNIX, Type::STREAM.nonblocking().cloexec(), None)
+                .map_err(|e| uv_err(&e))?;
+            let fd = bind_listen(s, &addr, backlog).map_err(|e| uv_err(&e))?;
+            return Ok(Bound {
+                fd,
+                unlink: Some(PathBuf::from(path)),
+            });
+        }
+        Kind::Tcp => {}
+    }
+    let port = req.port.unwrap_or(0);
+    if !(0..=65535).contains(&port) {
         return Err(-libc::EINVAL);
     }
-    let port = req.port as u16;
+    let port = port as u16;
     match req.address.as_deref() {
         None | Some("") => {
             let any6 = SockAddr::from(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port));
             let v6 = tcp_socket(Domain::IPV6).and_then(|s| {
-                s.set_only_v6(false)?;
+                s.set_only_v6(req.flags() & FLAG_IPV6ONLY != 0)?;
                 bind_listen(s, &any6, backlog)
             });
             match v6 {
-                Ok(fd) => Ok(fd),
+                Ok(fd) => Ok(fd.into()),
                 Err(_) => {
                     let any4 =
                         SockAddr::from(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port));
                     tcp_socket(Domain::IPV4)
                         .and_then(|s| bind_listen(s, &any4, backlog))
+                        .map(Bound::from)
                         .map_err(|e| uv_err(&e))
                 }
             }
@@ -112,18 +269,56 @@ pub fn bind(req: &ListenRequest) -> Result<OwnedFd, i32> {
             let sa = SockAddr::from(SocketAddr::new(ip, port));
             let r = if ip.is_ipv6() {
                 tcp_socket(Domain::IPV6).and_then(|s| {
-                    s.set_only_v6(req.flags & FLAG_IPV6ONLY != 0)?;
+                    s.set_only_v6(req.flags() & FLAG_IPV6ONLY != 0)?;
                     bind_listen(s, &sa, backlog)
                 })
             } else {
                 tcp_socket(Domain::IPV4).and_then(|s| bind_listen(s, &sa, backlog))
             };
-            r.map_err(|e| uv_err(&e))
+            r.map(Bound::from).map_err(|e| uv_err(&e))
         }
     }
 }
 
-/// The local address of a bound TCP socket; `None` for unix sockets.
+/// A datagram socket for a dgram `bind()` routed to the primary, the way
+/// Node's primary makes one (`dgram._createSocketHandle`, libuv's
+/// `uv_udp_bind`): `udp6` honours `UV_UDP_IPV6ONLY`, `reuseAddr` sets
+/// `SO_REUSEADDR`; `{ fd }` opens an existing datagram socket of the primary.
+pub fn bind_udp(req: &ListenRequest) -> Result<OwnedFd, i32> {
+    if let Some(fd) = req.fd.filter(|fd| *fd > 0) {
+        return dup_socket(fd, Type::DGRAM).map(into_owned);
+    }
+    let v6 = matches!(&req.address_type, Some(AddressType::Str(s)) if s == "udp6");
+    let port = req.port.unwrap_or(0);
+    if !(0..=65535).contains(&port) {
+        return Err(-libc::EINVAL);
+    }
+    let ip: IpAddr = match req.address.as_deref() {
+        None | Some("") if v6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        None | Some("") => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        Some(a) => a.parse().map_err(|_| -libc::EINVAL)?,
+    };
+    if ip.is_ipv6() != v6 {
+        return Err(-libc::EINVAL);
+    }
+    let domain = if v6 { Domain::IPV6 } else { Domain::IPV4 };
+    let s =
+        Socket::new(domain, Type::DGRAM.nonblocking().cloexec(), None).map_err(|e| uv_err(&e))?;
+    let flags = req.flags();
+    let r = (|| {
+        if flags & FLAG_UDP_REUSEADDR != 0 {
+            s.set_reuse_address(true)?;
+        }
+        if v6 {
+            s.set_only_v6(flags & FLAG_IPV6ONLY != 0)?;
+        }
+        s.bind(&SockAddr::from(SocketAddr::new(ip, port as u16)))
+    })();
+    r.map_err(|e| uv_err(&e))?;
+    Ok(into_owned(s))
+}
+
+/// The local address of a bound TCP or UDP socket; `None` for unix sockets.
 pub fn sockname(fd: &OwnedFd) -> Option<SockName> {
     let s = socket2::SockRef::from(fd);
     let addr = s.local_addr().ok()?.as_socket()?;
@@ -168,17 +363,19 @@ mod tests {
         ListenRequest {
             key: "k".into(),
             address: address.map(String::from),
-            port,
-            address_type,
-            flags: 0,
+            port: Some(port),
+            address_type: Some(AddressType::Num(address_type)),
+            fd: None,
+            flags: None,
             backlog: None,
             policy: None,
+            data: None,
         }
     }
 
     #[test]
     fn binds_loopback_port_zero_and_accepts() {
-        let fd = bind(&req(Some("127.0.0.1"), 0, 4)).unwrap();
+        let fd = bind(&req(Some("127.0.0.1"), 0, 4)).unwrap().fd;
         let name = sockname(&fd).unwrap();
         assert_eq!(name.family, "IPv4");
         assert_eq!(name.address, "127.0.0.1");
@@ -198,7 +395,7 @@ mod tests {
 
     #[test]
     fn port_in_use_is_eaddrinuse() {
-        let fd = bind(&req(Some("127.0.0.1"), 0, 4)).unwrap();
+        let fd = bind(&req(Some("127.0.0.1"), 0, 4)).unwrap().fd;
         let port = sockname(&fd).unwrap().port as i64;
         let _hold = std::net::TcpStream::connect(("127.0.0.1", port as u16));
         assert_eq!(
@@ -218,15 +415,93 @@ mod tests {
 
     #[test]
     fn any_address_and_unix_path() {
-        let fd = bind(&req(None, 0, 4)).unwrap();
+        let fd = bind(&req(None, 0, 4)).unwrap().fd;
         assert!(sockname(&fd).unwrap().port > 0);
         let dir = std::env::temp_dir().join(format!("rcluster-l-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("s.sock");
         let _ = std::fs::remove_file(&p);
         let u = bind(&req(p.to_str(), -1, -1)).unwrap();
-        assert!(sockname(&u).is_none());
+        assert!(sockname(&u.fd).is_none());
+        assert_eq!(u.unlink.as_deref(), Some(p.as_path()));
         drop(u);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn relative_paths_like_node() {
+        assert_eq!(
+            relative(Path::new("/a/b/c"), Path::new("/a/b/c/x.sock")),
+            PathBuf::from("x.sock")
+        );
+        assert_eq!(
+            relative(Path::new("/a/b/c"), Path::new("/a/x.sock")),
+            PathBuf::from("../../x.sock")
+        );
+        assert_eq!(
+            relative(Path::new("/"), Path::new("/x")),
+            PathBuf::from("x")
+        );
+    }
+
+    #[test]
+    fn parses_node_requests() {
+        let r: ListenRequest = serde_json::from_str(
+            r#"{"key":"k","address":null,"port":null,"addressType":null,"fd":7,"flags":null}"#,
+        )
+        .unwrap();
+        assert_eq!(r.kind(), Kind::Fd);
+        let r: ListenRequest = serde_json::from_str(
+            r#"{"key":"k","address":"127.0.0.1","port":0,"addressType":"udp4","fd":-1,"flags":0}"#,
+        )
+        .unwrap();
+        assert_eq!(r.kind(), Kind::Udp);
+        let r: ListenRequest =
+            serde_json::from_str(r#"{"key":"k","address":"/x","port":-1,"addressType":-1}"#)
+                .unwrap();
+        assert_eq!(r.kind(), Kind::Unix);
+        let r: ListenRequest =
+            serde_json::from_str(r#"{"key":"k","address":"::1","port":0,"addressType":6}"#)
+                .unwrap();
+        assert_eq!(r.kind(), Kind::Tcp);
+    }
+
+    #[test]
+    fn udp_binds_and_fd_duplicates() {
+        let mut r = req(Some("127.0.0.1"), 0, 0);
+        r.address_type = Some(AddressType::Str("udp4".into()));
+        let fd = bind(&r).unwrap().fd;
+        let name = sockname(&fd).unwrap();
+        assert_eq!(name.family, "IPv4");
+        assert!(name.port > 0);
+        // The same port again without reuseAddr: in use.
+        r.port = Some(name.port as i64);
+        assert_eq!(bind(&r).err(), Some(-libc::EADDRINUSE));
+        // A UDP socket of this process by fd number: duplicated, not taken.
+        use std::os::fd::AsRawFd;
+        let mut by_fd = req(None, 0, 0);
+        by_fd.address_type = Some(AddressType::Str("udp4".into()));
+        by_fd.fd = Some(fd.as_raw_fd() as i64);
+        let dup = bind(&by_fd).unwrap().fd;
+        assert_ne!(dup.as_raw_fd(), fd.as_raw_fd());
+        assert_eq!(sockname(&dup).unwrap().port, name.port);
+        // A datagram fd is not a stream listener.
+        let mut stream_fd = req(None, 0, 0);
+        stream_fd.address_type = None;
+        stream_fd.port = None;
+        stream_fd.fd = Some(fd.as_raw_fd() as i64);
+        assert_eq!(bind(&stream_fd).err(), Some(-libc::EINVAL));
+        stream_fd.fd = Some(1_000_000);
+        assert_eq!(bind(&stream_fd).err(), Some(-libc::EBADF));
+    }
+
+    #[test]
+    fn udp6_and_mismatched_family() {
+        let mut r = req(Some("::1"), 0, 0);
+        r.address_type = Some(AddressType::Str("udp6".into()));
+        let fd = bind(&r).unwrap().fd;
+        assert_eq!(sockname(&fd).unwrap().family, "IPv6");
+        r.address = Some("127.0.0.1".into());
+        assert_eq!(bind(&r).err(), Some(-libc::EINVAL));
     }
 }

@@ -187,6 +187,10 @@ struct Listener {
     pending: VecDeque<Pending>,
     armed: bool,
     sockname: Option<SockName>,
+    /// The unix socket file to remove when the listener closes.
+    unlink: Option<std::path::PathBuf>,
+    /// Server data shared by every worker (Node's `handle.data`).
+    data: Option<serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -195,6 +199,8 @@ struct ListenReply<'a> {
     key: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     sockname: Option<&'a SockName>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a serde_json::Value>,
 }
 
 struct Loop {
@@ -431,11 +437,12 @@ impl Loop {
     }
 
     fn reply(&mut self, id: u32, req: u64, errno: i32, lid: u32, fd: Option<OwnedFd>) {
-        let sockname = self.listeners.get(&lid).and_then(|l| l.sockname.as_ref());
+        let l = self.listeners.get(&lid);
         let body = serde_json::to_vec(&ListenReply {
             errno,
             key: lid,
-            sockname,
+            sockname: l.and_then(|l| l.sockname.as_ref()),
+            data: l.and_then(|l| l.data.as_ref()),
         })
         .unwrap_or_default();
         if let Some(w) = self.workers.get(&id) {
@@ -449,15 +456,18 @@ impl Loop {
             self.reply(id, req, -libc::EINVAL, 0, None);
             return;
         };
+        // Datagram sockets are always shared, whatever the policy: there is
+        // nothing to hand out but the socket (Node's SharedHandle).
         let policy = match r.policy.as_deref() {
+            _ if r.is_udp() => Policy::Shared,
             Some("none") => Policy::Shared,
             _ => Policy::RoundRobin,
         };
         let lid = match self.keys.get(&r.key) {
             Some(lid) => *lid,
             None => {
-                let fd = match listener::bind(&r) {
-                    Ok(fd) => fd,
+                let listener::Bound { fd, unlink } = match listener::bind(&r) {
+                    Ok(b) => b,
                     Err(errno) => {
                         self.reply(id, req, errno, 0, None);
                         return;
@@ -468,6 +478,9 @@ impl Loop {
                 let sockname = listener::sockname(&fd);
                 if policy == Policy::RoundRobin {
                     if let Err(e) = self.poller.add(fd.as_raw_fd(), T_LISTENER | lid as u64, 0) {
+                        if let Some(path) = &unlink {
+                            let _ = std::fs::remove_file(path);
+                        }
                         self.reply(id, req, -e.raw_os_error().unwrap_or(libc::EIO), 0, None);
                         return;
                     }
@@ -484,6 +497,8 @@ impl Loop {
                         pending: VecDeque::new(),
                         armed: false,
                         sockname,
+                        unlink,
+                        data: None,
                     },
                 );
                 lid
@@ -491,6 +506,9 @@ impl Loop {
         };
         let (shared_fd, lpolicy) = {
             let l = self.listeners.get_mut(&lid).expect("listener exists");
+            if l.data.as_ref().is_none_or(|d| d.is_null()) {
+                l.data = r.data.clone();
+            }
             if !l.workers.contains(&id) {
                 l.workers.push(id);
             }
@@ -546,6 +564,10 @@ impl Loop {
             self.poller.delete(l.fd.as_raw_fd());
             self.keys.remove(&l.key);
             // Pending connections are closed with it: nobody is left to serve them.
+            // Like libuv closing a pipe server it bound, remove the socket file.
+            if let Some(path) = &l.unlink {
+                let _ = std::fs::remove_file(path);
+            }
         }
     }
 

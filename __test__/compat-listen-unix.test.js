@@ -1,0 +1,43 @@
+'use strict';
+
+// Unix-domain socket paths in workers, including a relative path too long
+// for sockaddr_un once made absolute.
+
+const assert = require('node:assert');
+const { both } = require('./compat');
+const { run } = require('./helpers');
+
+both('unix socket paths: long relative path, address(), service, cleanup', async (mod) => {
+  const p = run('compat-listen-unix.js', [], { env: { MODULE: mod } });
+  try {
+    const r = await p.next((m) => m.event === 'report', 20000);
+    assert.strictEqual(r.error, undefined);
+    assert.ok(r.longAbs.length > 107, 'the absolute path does not fit sockaddr_un');
+    // address() is the path as given to listen().
+    for (const a of r.addresses) assert.deepStrictEqual(a, { long: 'w.sock', short: r.short });
+    assert.deepStrictEqual([...new Set(r.servedLong)].sort(), ['1:long', '2:long']);
+    assert.deepStrictEqual([...new Set(r.servedShort)].sort(), ['1:short', '2:short']);
+    assert.deepStrictEqual(r.filesWhileOpen, [true, true]);
+    // A path too long even relative: EINVAL (Node 22+). Node 20's libuv
+    // binds a truncated path instead; rcluster always says EINVAL (see
+    // DIFFERENCES-listen.md).
+    const einval = { code: 'EINVAL', errno: -22, syscall: 'bind' };
+    if (mod === 'rcluster' || Number(process.versions.node.split('.')[0]) >= 22) {
+      assert.deepStrictEqual(r.tooLong, einval);
+    } else {
+      assert.strictEqual(r.tooLong, 'listening');
+    }
+    // The primary removes the socket files when the last worker closes.
+    assert.deepStrictEqual(r.filesAfterClose, [false, false]);
+    // 'listening' in the primary: addressType -1, port -1, the absolute path.
+    const seen = r.listening.map((l) => JSON.stringify([l.id, l.info])).sort();
+    const want = [];
+    for (const id of [1, 2]) {
+      want.push(JSON.stringify([id, { addressType: -1, address: r.longAbs, port: -1 }]));
+      want.push(JSON.stringify([id, { addressType: -1, address: r.short, port: -1 }]));
+    }
+    assert.deepStrictEqual(seen, want.sort());
+  } finally {
+    await p.kill();
+  }
+});
