@@ -14,6 +14,11 @@ function make(Base, code, message) {
   });
   err.stack; // eslint-disable-line no-unused-expressions
   delete err.name;
+  // ...and stringify the same way (Node gives each such error its own toString).
+  Object.defineProperty(err, 'toString', {
+    value() { return `${this.name} [${code}]: ${this.message}`; },
+    enumerable: false, writable: true, configurable: true,
+  });
   return err;
 }
 
@@ -31,12 +36,19 @@ function describe(value) {
   return ` Received type ${typeof value} (${shown})`;
 }
 
+// Node's wording: "of type a", "one of type a or b", "one of type a, b, or c".
+function typeList(types) {
+  if (types.length === 1) return `of type ${types[0]}`;
+  if (types.length === 2) return `one of type ${types[0]} or ${types[1]}`;
+  return `one of type ${types.slice(0, -1).join(', ')}, or ${types[types.length - 1]}`;
+}
+
 module.exports = {
   missingArgs: (name) =>
     make(TypeError, 'ERR_MISSING_ARGS', `The "${name}" argument must be specified`),
   invalidArgType: (name, types, value) =>
     make(TypeError, 'ERR_INVALID_ARG_TYPE',
-      `The "${name}" argument must be one of type ${types.slice(0, -1).join(', ')}, or ${types[types.length - 1]}.${describe(value)}`),
+      `The "${name}" argument must be ${typeList(types)}.${describe(value)}`),
   invalidArgValue: (name, value, reason) =>
     make(TypeError, 'ERR_INVALID_ARG_VALUE',
       `The argument '${name}' ${reason || 'is invalid'}. Received ${require('util').inspect(value)}`),

@@ -5,34 +5,34 @@
 // `channel`, and the queueing of messages that arrive before anyone listens.
 // It is written against Node's documented behaviour of child_process IPC.
 
-const net = require('net');
-const dgram = require('dgram');
 const serialize = require('./serialize');
 const errors = require('./errors');
+const handles = require('./handles');
 const { FLAG_HANDLE } = require('./frames');
 
 const kPending = Symbol('rcluster.pendingMessages');
 const kKeepAlive = Symbol('rcluster.keepAlive');
 const HIGH_WATER = 65536 * 2;
 const TIMEOUT_MAX = 2 ** 31 - 1;
+const INTERNAL_PREFIX = 'NODE_';
 
-/** The fd behind a handle that `send()` accepts, and its type name. */
-function handleInfo(handle) {
-  if (handle instanceof net.Socket || handle instanceof net.Server) {
-    const h = handle._handle;
-    const fd = h && typeof h.fd === 'number' ? h.fd : -1;
-    return { type: handle instanceof net.Server ? 'net.Server' : 'net.Socket', fd };
-  }
-  if (handle instanceof dgram.Socket) {
-    const h = handle[Object.getOwnPropertySymbols(handle).find((s) => String(s) === 'Symbol(state symbol)')];
-    const fd = h && h.handle && typeof h.handle.fd === 'number' ? h.handle.fd : -1;
-    return { type: 'dgram.Socket', fd };
-  }
-  if (handle && typeof handle === 'object' && typeof handle.fd === 'number' &&
-      typeof handle.close === 'function') {
-    return { type: 'net.Native', fd: handle.fd };
-  }
-  throw errors.invalidHandleType();
+/** Node's rule: `{cmd: 'NODE_<something>'}` is internal (the bare prefix is not). */
+function isInternal(message) {
+  return message !== null && typeof message === 'object' && typeof message.cmd === 'string' &&
+    message.cmd.length > INTERNAL_PREFIX.length && message.cmd.startsWith(INTERNAL_PREFIX);
+}
+
+/** A failed write, shaped like Node's ErrnoException (`write EPIPE`). */
+function writeError(err) {
+  const m = /^([A-Z_]+):/.exec(err && err.message);
+  const code = m ? m[1] : 'EPIPE';
+  if (code === 'ERR_IPC_CHANNEL_CLOSED') return errors.channelClosed();
+  const errnos = { EPIPE: -32, ENOTCONN: -107, EBADF: -9, EINVAL: -22, EMFILE: -24, EIO: -5 };
+  const ex = new Error(`write ${code}`);
+  ex.errno = errnos[code] === undefined ? -5 : errnos[code];
+  ex.code = code;
+  ex.syscall = 'write';
+  return ex;
 }
 
 /**
@@ -79,42 +79,48 @@ function setupChannel(target, io) {
     } else if (typeof options === 'function') {
       callback = options;
       options = undefined;
-    } else if (options !== undefined && (options === null || typeof options !== 'object')) {
+    } else if (options !== undefined &&
+               (options === null || typeof options !== 'object' || Array.isArray(options))) {
       throw errors.invalidArgType('options', ['object'], options);
     }
     options = { swallowErrors: false, ...options };
-    if (!this.connected) {
-      const ex = errors.channelClosed();
-      if (typeof callback === 'function') process.nextTick(callback, ex);
-      else process.nextTick(() => this.emit('error', ex));
-      return false;
-    }
+    if (this.connected) return this._send(message, handle, options, callback);
+    const ex = errors.channelClosed();
+    if (typeof callback === 'function') process.nextTick(callback, ex);
+    else process.nextTick(() => this.emit('error', ex));
+    return false;
+  };
+
+  // The unchecked form Node has too (legacy `options` boolean = swallowErrors).
+  target._send = function _send(message, handle, options, callback) {
+    if (message === undefined) throw errors.missingArgs('message');
     serialize.validate(message);
+    if (typeof options === 'boolean') options = { swallowErrors: options };
+    else if (options === undefined || options === null) options = {};
     let fd;
     let info = null;
     if (handle) {
-      info = handleInfo(handle);
-      fd = info.fd;
-      message = { cmd: 'NODE_HANDLE', type: info.type, msg: message };
+      info = handles.describeForSend(handle); // throws ERR_INVALID_HANDLE_TYPE
+      if (info.fd >= 0) {
+        fd = info.fd;
+        message = { cmd: 'NODE_HANDLE', type: info.type, ...info.extra, msg: message };
+      } else {
+        info = null; // Nothing to pass (a socket without a handle): the message alone.
+      }
     }
     const [data, flags] = serialize.encode(message, io.advanced);
     let queued;
     try {
-      queued = io.write(data, flags | (handle ? FLAG_HANDLE : 0), fd);
+      queued = io.write(data, flags | (info ? FLAG_HANDLE : 0), fd);
     } catch (err) {
       if (!options.swallowErrors) {
-        const ex = errors.make(Error, 'EPIPE', `write EPIPE: ${err.message}`);
-        ex.errno = -32;
-        ex.syscall = 'write';
+        const ex = writeError(err);
         if (typeof callback === 'function') process.nextTick(callback, ex);
         else process.nextTick(() => this.emit('error', ex));
       }
-      return false;
+      return true; // Node: the (unchanged) write queue is below the high-water mark.
     }
-    if (handle && !options.keepOpen && info.type === 'net.Socket') {
-      // Like Node: a sent socket is closed on this side unless keepOpen.
-      handle.destroy();
-    }
+    if (info && info.type === 'net.Socket' && !options.keepOpen) handles.detachSent(handle);
     if (typeof callback === 'function') process.nextTick(callback, null);
     return queued < HIGH_WATER;
   };
@@ -142,18 +148,9 @@ function markDisconnected(target) {
   target.emit('disconnect');
 }
 
-/** Delivers a received message, queueing it while nobody listens (as Node does). */
-function deliver(target, data, flags, fd) {
-  let message = serialize.decode(data, flags);
-  let handle;
-  if (flags & FLAG_HANDLE && message && message.cmd === 'NODE_HANDLE') {
-    handle = require('./handles').fromReceived(message.type, fd);
-    message = message.msg;
-  } else if (fd >= 0) {
-    require('./native').closeFd(fd);
-  }
-  if (message !== null && typeof message === 'object' && typeof message.cmd === 'string' &&
-      message.cmd.startsWith('NODE_')) {
+/** Emits a message, or queues it while nobody listens (as Node does). */
+function dispatch(target, message, handle) {
+  if (isInternal(message)) {
     target.emit('internalMessage', message, handle);
     return;
   }
@@ -164,4 +161,26 @@ function deliver(target, data, flags, fd) {
   target.emit('message', message, handle);
 }
 
-module.exports = { setupChannel, markDisconnected, deliver, kKeepAlive };
+/** Delivers a received frame's message, and its handle if one came with it. */
+function deliver(target, data, flags, fd) {
+  let message;
+  try {
+    message = serialize.decode(data, flags);
+  } catch (err) {
+    if (fd >= 0) require('./native').closeFd(fd);
+    throw err;
+  }
+  if (flags & FLAG_HANDLE && message !== null && typeof message === 'object' &&
+      message.cmd === 'NODE_HANDLE') {
+    const inner = message.msg;
+    handles.fromReceived(message, fd, (handle) => {
+      if (handle === undefined) return; // Unusable fd: Node drops such a message too.
+      dispatch(target, inner, handle);
+    });
+    return;
+  }
+  if (fd >= 0) require('./native').closeFd(fd);
+  dispatch(target, message, undefined);
+}
+
+module.exports = { setupChannel, markDisconnected, deliver, isInternal, kKeepAlive };

@@ -1,0 +1,23 @@
+'use strict';
+
+// Message order, run against node:cluster and rcluster alike.
+const assert = require('node:assert');
+const { both } = require('./compat');
+const { run } = require('./helpers');
+
+both('messages keep their order both ways, and a worker\'s last messages precede disconnect/exit', async (mod) => {
+  const p = run('compat-msg-ordering.js', [], { env: { MODULE: mod } });
+  try {
+    const r = await p.next((m) => m.event === 'report', 25000);
+    assert.deepStrictEqual(r.many, { toPrimary: true, toWorker: true, counts: [2000, 2000] });
+    const tail = Array.from({ length: 50 }, (_, i) => i);
+    // process.disconnect(): every message, then 'disconnect', then 'exit' 0.
+    assert.deepStrictEqual(r.disconnect, [...tail, 'disconnect', 'exit:0']);
+    // process.exit(): every message first; Node does not order 'disconnect'
+    // and 'exit' between themselves.
+    assert.deepStrictEqual(r.exit.slice(0, 50), tail);
+    assert.deepStrictEqual(r.exit.slice(50).sort(), ['disconnect', 'exit:7']);
+  } finally {
+    await p.kill();
+  }
+});
