@@ -23,6 +23,11 @@ export declare class Primary {
   kill(id: number, signal: number): void
   /** Asks worker `id` to disconnect; no new connections go to it. */
   disconnect(id: number): void
+  /**
+   * Closes the channel of worker `id` from this side (`worker.process.disconnect()`):
+   * the worker sees end of file, the reactor reports the disconnect.
+   */
+  closeChannel(id: number): void
   /** Drops the table entry of an exited worker. */
   forget(id: number): void
   /** Stops the reactor (listeners close; workers see their channel close). */

@@ -9,6 +9,31 @@
 const KEY = 'RCLUSTER_WORKER';
 const GLOBAL = Symbol.for('rcluster.worker');
 
+// The `uid`/`gid` settings. Node's spawn switches credentials between fork
+// and exec (supplementary groups dropped, then setgid, then setuid);
+// posix_spawn cannot, so the worker's node starts as the primary's user and
+// switches here, before the channel is opened (PR_SET_PDEATHSIG does not
+// survive a credential change) and before any user code runs.
+function dropPrivileges(cfg) {
+  if (cfg.uid === undefined && cfg.gid === undefined) return;
+  try {
+    if (typeof process.setgroups === 'function') {
+      try {
+        process.setgroups([]);
+      } catch {
+        // Like libuv: only root may, and failing is not an error.
+      }
+    }
+    if (cfg.gid !== undefined) process.setgid(cfg.gid);
+    if (cfg.uid !== undefined) process.setuid(cfg.uid);
+  } catch (err) {
+    // Node's spawn would have failed with EPERM; this worker cannot become
+    // the asked-for user, so it must not run user code as the current one.
+    process.stderr.write(`rcluster: cannot switch worker to uid ${cfg.uid} gid ${cfg.gid}: ${err.message}\n`);
+    process.reallyExit(126);
+  }
+}
+
 const raw = process.env[KEY];
 if (raw !== undefined && globalThis[GLOBAL] === undefined) {
   delete process.env[KEY];
@@ -22,6 +47,7 @@ if (raw !== undefined && globalThis[GLOBAL] === undefined) {
   }
   const cluster = require('./worker');
   globalThis[GLOBAL] = cluster;
+  dropPrivileges(cfg);
   cluster._setupWorker(cfg);
 
   // Node's net and dgram modules consult the built-in cluster module to decide

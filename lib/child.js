@@ -67,17 +67,22 @@ class WorkerProcess extends EventEmitter {
   }
 
   kill(sig) {
-    const num = signalNumber(sig);
-    if (this.exitCode !== null || this.signalCode !== null) return false;
+    const num = sig === 0 ? 0 : signalNumber(sig);
+    if (this.exitCode !== null || this.signalCode !== null || this.pid === undefined) return false;
     try {
       this._native.kill(this._id, num);
     } catch (err) {
       if (/ESRCH/.test(err.message)) return false;
-      const ex = errors.make(Error, 'EPERM', `kill ${err.message}`);
-      ex.syscall = 'kill';
-      throw ex;
+      // Node emits (not throws) EPERM and other kill failures.
+      // A system error, as Node's ErrnoException prints it: `Error: kill EPERM`.
+      const code = (/\b(E[A-Z]+)\b/.exec(err.message) || [])[1] || 'EPERM';
+      const ex = Object.assign(new Error(`kill ${code}`),
+        { errno: -(require('os').constants.errno[code] || 1), code, syscall: 'kill' });
+      this.emit('error', ex);
+      return false;
     }
-    if (num !== 0) this.killed = true;
+    // As in Node, any successful kill(), signal 0 included, sets `killed`.
+    this.killed = true;
     return true;
   }
 
@@ -95,15 +100,36 @@ class WorkerProcess extends EventEmitter {
 
   /** Called by the primary when the Rust supervisor reaped the process. */
   _exited(code, signal) {
-    this.exitCode = code === undefined ? null : code;
     this.signalCode = signalName(signal);
-    for (const s of this.stdio) if (s && s.readable === false && !s.destroyed) s.destroy();
+    this.exitCode = this.signalCode === null && code !== undefined ? code : null;
+    if (this.stdin && !this.stdin.destroyed) this.stdin.destroy();
     this.emit('exit', this.exitCode, this.signalCode);
+    this._closeAfterStdio();
+  }
+
+  /** posix_spawn failed: Node's ChildProcess emits 'error' instead of 'exit'. */
+  _spawnFailed(errno, err) {
+    this.exitCode = errno;
+    if (this.stdin && !this.stdin.destroyed) this.stdin.destroy();
+    this.emit('error', err);
+    this.emit('close', this.exitCode, this.signalCode);
+  }
+
+  _closeAfterStdio() {
+    // 'close' once the process is gone and every readable stdio stream and
+    // the IPC channel have closed, as ChildProcess does.
     const close = () => this.emit('close', this.exitCode, this.signalCode);
-    const open = this.stdio.filter((s) => s && (s.readable && !s.readableEnded && !s.destroyed));
-    if (open.length === 0) return process.nextTick(close);
-    let left = open.length;
-    for (const s of open) s.once('close', () => { if (--left === 0) close(); });
+    const waits = [];
+    for (const s of this.stdio) {
+      if (s && s !== this.stdin && !s.destroyed && !s.closed) {
+        waits.push(new Promise((resolve) => s.once('close', resolve)));
+        // Pull the data through if nobody reads it (Node's flushStdio).
+        process.nextTick(() => { if (s.readableFlowing === null) s.resume(); });
+      }
+    }
+    if (this.connected) waits.push(new Promise((resolve) => this.once('disconnect', resolve)));
+    if (waits.length === 0) return close();
+    Promise.all(waits).then(close);
   }
 
   [Symbol.for('nodejs.util.inspect.custom')]() {

@@ -17,25 +17,47 @@ function usingInspector(execArgv) {
     INSPECT_ARG.test(process.env.NODE_OPTIONS || '');
 }
 
-function nextPort(inspectPort) {
-  if (typeof inspectPort === 'function') return inspectPort();
-  if (inspectPort == null) {
-    let port = process.debugPort + offset;
-    if (port > MAX_PORT) port = port - MAX_PORT + MIN_PORT - 1;
-    offset++;
-    return port;
+function badPort(port) {
+  let shown;
+  if (port == null) shown = String(port);
+  else if (typeof port === 'function') shown = `function ${port.name}`;
+  else if (typeof port === 'object') {
+    shown = port.constructor && port.constructor.name ?
+      `an instance of ${port.constructor.name}` : require('util').inspect(port, { depth: -1 });
+  } else {
+    let s = require('util').inspect(port, { colors: false });
+    if (s.length > 28) s = `${s.slice(0, 25)}...`;
+    shown = `type ${typeof port} (${s})`;
   }
-  return inspectPort;
+  return errors.make(RangeError, 'ERR_SOCKET_BAD_PORT',
+    `Port should be >= 0 and < 65536. Received ${shown}.`);
+}
+
+// Node's validatePort (zero allowed); the value itself is used as given.
+function validatePort(port) {
+  if ((typeof port !== 'number' && typeof port !== 'string') ||
+      (typeof port === 'string' && port.trim().length === 0) ||
+      +port !== (+port >>> 0) || port > 0xFFFF) {
+    throw badPort(port);
+  }
+  return port;
+}
+
+function nextPort(inspectPort) {
+  if (typeof inspectPort === 'function') {
+    inspectPort = inspectPort();
+  } else if (inspectPort == null) {
+    inspectPort = process.debugPort + offset;
+    if (inspectPort > MAX_PORT) inspectPort = inspectPort - MAX_PORT + MIN_PORT - 1;
+    offset++;
+  }
+  return validatePort(inspectPort);
 }
 
 /** The execArgv of the next worker. */
 function inspectArgv(settings) {
   const execArgv = [...(settings.execArgv || [])];
-  if (settings.inspectPort === null) {
-    const err = errors.make(RangeError, 'ERR_SOCKET_BAD_PORT',
-      'Port should be >= 0 and < 65536. Received type object (null).');
-    throw err;
-  }
+  if (settings.inspectPort === null) throw badPort(null);
   if (usingInspector(execArgv)) execArgv.push(`--inspect-port=${nextPort(settings.inspectPort)}`);
   return execArgv;
 }

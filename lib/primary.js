@@ -5,11 +5,15 @@
 // only turns its events into Node's events, with Node's order and state.
 
 const EventEmitter = require('events');
+const os = require('os');
 const path = require('path');
 const native = require('./native');
 const Worker = require('./worker_class');
 const { WorkerProcess } = require('./child');
+const url = require('url');
+const util = require('util');
 const ipc = require('./ipc');
+const errors = require('./errors');
 const { inspectArgv } = require('./inspect');
 
 const SCHED_NONE = 1;
@@ -75,30 +79,83 @@ function getCore() {
   return core;
 }
 
+// Node's cluster forks with child_process.fork(); the checks below are the
+// ones fork() and spawn() make, in the same order, with the same errors, so a
+// bad setting fails the same way (synchronously, from cluster.fork()).
+
+function received(value) {
+  if (value == null) return ` Received ${value}`;
+  if (typeof value === 'function') return ` Received function ${value.name}`;
+  if (typeof value === 'object') {
+    if (value.constructor && value.constructor.name) {
+      return ` Received an instance of ${value.constructor.name}`;
+    }
+    return ` Received ${util.inspect(value, { depth: -1 })}`;
+  }
+  let shown = util.inspect(value, { colors: false });
+  if (shown.length > 28) shown = `${shown.slice(0, 25)}...`;
+  return ` Received type ${typeof value} (${shown})`;
+}
+
+function argTypeError(name, expected, value) {
+  const what = name.includes('.') ? 'property' : 'argument';
+  return errors.make(TypeError, 'ERR_INVALID_ARG_TYPE',
+    `The "${name}" ${what} must be ${expected}.${received(value)}`);
+}
+
+function badStdio(value) {
+  return errors.make(TypeError, 'ERR_INVALID_ARG_VALUE',
+    `The argument 'stdio' is invalid. Received ${util.inspect(value)}`);
+}
+
+function validatedPath(value, name) {
+  if (value instanceof URL) return url.fileURLToPath(value);
+  if (typeof value !== 'string' && !Buffer.isBuffer(value)) {
+    throw argTypeError(name, 'of type string or an instance of Buffer or URL', value);
+  }
+  const str = String(value);
+  if (str.includes('\u0000')) {
+    throw errors.make(TypeError, 'ERR_INVALID_ARG_VALUE',
+      `The argument '${name}' must be a string, Uint8Array, or URL without null bytes. Received ${util.inspect(str)}`);
+  }
+  return str;
+}
+
+function isInt32(v) {
+  return v === (v | 0);
+}
+
+/** child_process' stdio list -> the spawner's codes (see binding.d.ts). */
 function stdioFor(settings) {
-  // Node's fork(): 'inherit' or (silent) 'pipe' for 0-2, then the channel.
   let stdio = settings.stdio;
-  if (!Array.isArray(stdio)) {
+  if (typeof stdio === 'string') {
+    if (!['ignore', 'overlapped', 'pipe', 'inherit'].includes(stdio)) throw badStdio(stdio);
+    stdio = [stdio, stdio, stdio, 'ipc'];
+  } else if (!Array.isArray(stdio)) {
     const mode = settings.silent ? 'pipe' : 'inherit';
     stdio = [mode, mode, mode, 'ipc'];
+  } else if (!stdio.includes('ipc')) {
+    throw errors.make(Error, 'ERR_CHILD_PROCESS_IPC_REQUIRED',
+      'Forked processes must have an IPC channel, missing value \'ipc\' in options.stdio');
   }
-  if (!stdio.includes('ipc')) {
-    throw Object.assign(
-      new Error('Forked processes must have an IPC channel, missing value \'ipc\' in options.stdio'),
-      { code: 'ERR_CHILD_PROCESS_IPC_REQUIRED' });
-  }
+  stdio = [...stdio];
+  while (stdio.length < 3) stdio.push(undefined);
+  let ipc = false;
   return stdio.map((s, i) => {
-    if (s === 'ipc') return -4;
-    if (s === 'inherit' || s === null || s === undefined) return i < 3 ? -1 : -2;
+    if (s == null) s = i < 3 ? 'pipe' : 'ignore';
     if (s === 'ignore') return -2;
-    if (s === 'pipe' || s === 'overlapped') return -3;
-    if (typeof s === 'number') return s;
-    if (s && typeof s === 'object' && typeof s.fd === 'number') return s.fd;
-    if (s && typeof s === 'object' && s._handle && typeof s._handle.fd === 'number') {
-      return s._handle.fd;
+    if (s === 'pipe' || s === 'overlapped' || (typeof s === 'number' && s < 0)) return -3;
+    if (s === 'ipc') {
+      if (ipc) throw errors.make(Error, 'ERR_IPC_ONE_PIPE', 'Child process can have only one IPC pipe');
+      ipc = true;
+      return -4;
     }
-    throw Object.assign(new TypeError(`The argument 'stdio' is invalid. Received ${String(s)}`),
-      { code: 'ERR_INVALID_ARG_VALUE' });
+    if (s === 'inherit') return -1; // The primary's own fd number i.
+    if (typeof s === 'number') return s;
+    if (typeof s.fd === 'number') return s.fd;
+    const h = s._handle || s.handle;
+    if (h && typeof h.fd === 'number' && h.fd >= 0) return h.fd;
+    throw badStdio(s);
   });
 }
 
@@ -114,10 +171,35 @@ function envList(obj) {
 
 function createWorkerProcess(id, env) {
   const settings = cluster.settings;
-  const stdio = stdioFor(settings);
-  const channelFd = stdio.indexOf(-4);
   const execArgv = inspectArgv(settings);
-  const advanced = settings.serialization === 'advanced';
+  // fork(modulePath, args, options)
+  const exec = validatedPath(settings.exec, 'modulePath');
+  let args = settings.args;
+  if (args == null) args = [];
+  else if (!Array.isArray(args)) {
+    throw errors.make(TypeError, 'ERR_INVALID_ARG_TYPE',
+      `The "args" argument must be an instance of Array.${received(args)}`);
+  }
+  const stdio = stdioFor(settings);
+  // spawn(file, args, options)
+  const cwd = settings.cwd == null ? undefined : validatedPath(settings.cwd, 'options.cwd');
+  for (const key of ['uid', 'gid']) {
+    if (settings[key] != null && !isInt32(settings[key])) {
+      throw argTypeError(`options.${key}`, 'int32', settings[key]);
+    }
+  }
+  if (settings.windowsHide != null && typeof settings.windowsHide !== 'boolean') {
+    throw argTypeError('options.windowsHide', 'of type boolean', settings.windowsHide);
+  }
+  const serialization = settings.serialization;
+  if (![undefined, 'json', 'advanced'].includes(serialization)) {
+    throw errors.make(TypeError, 'ERR_INVALID_ARG_VALUE',
+      "The property 'options.serialization' must be one of: undefined, 'json', 'advanced'." +
+      ` Received ${util.inspect(serialization)}`);
+  }
+
+  const channelFd = stdio.indexOf(-4);
+  const advanced = serialization === 'advanced';
   const workerEnv = { ...process.env, ...env };
   workerEnv[ENV_KEY] = JSON.stringify({
     id,
@@ -126,15 +208,18 @@ function createWorkerProcess(id, env) {
     advanced,
     policy: schedulingPolicy === SCHED_NONE ? 'none' : 'rr',
     bootstrap: BOOTSTRAP,
+    // Node's spawn changes credentials between fork and exec; posix_spawn
+    // cannot, so the bootstrap drops them before any user code runs.
+    uid: settings.uid == null ? undefined : settings.uid,
+    gid: settings.gid == null ? undefined : settings.gid,
   });
-  const exec = settings.exec;
-  const args = [process.execPath, ...execArgv, '--require', BOOTSTRAP, exec,
-    ...(settings.args || [])];
+  const userArgs = [...execArgv, exec, ...args];
+  const argv = [process.execPath, ...execArgv, '--require', BOOTSTRAP, exec, ...args];
   const req = {
     file: process.execPath,
-    args,
+    args: argv,
     env: envList(workerEnv),
-    cwd: settings.cwd === undefined ? undefined : String(settings.cwd),
+    cwd,
     stdio,
   };
   let result;
@@ -145,9 +230,11 @@ function createWorkerProcess(id, env) {
     spawnError = err;
     result = { pid: undefined, pipes: [] };
   }
+  // spawnargs as Node's fork() has them: the bootstrap preload is ours, not
+  // the user's (see DIFFERENCES).
   const proc = new WorkerProcess(getCore(), id, {
     file: process.execPath,
-    args,
+    args: [process.execPath, ...userArgs],
     pipes: result.pipes,
     advanced,
   });
@@ -199,17 +286,22 @@ cluster.fork = function fork(env) {
   cluster.workers[worker.id] = worker;
 
   if (spawnError) {
-    // Node's ChildProcess reports a failed spawn asynchronously.
+    // Node's ChildProcess reports a failed spawn asynchronously: exitCode is
+    // the negative errno, 'error' (no 'exit'), 'close', then the channel's
+    // 'disconnect', which removes the worker.
     const code = (/^([A-Z]+):/.exec(spawnError.message) || [])[1] || 'EIO';
+    const errno = -(os.constants.errno[code] || 5);
     const err = Object.assign(new Error(`spawn ${process.execPath} ${code}`),
-      { code, errno: code, syscall: 'spawn', path: process.execPath });
+      { errno, code, syscall: `spawn ${process.execPath}`, path: process.execPath,
+        spawnargs: proc.spawnargs.slice(1) });
     process.nextTick(() => {
-      proc.connected = false;
-      proc.emit('error', err);
-      ipc.markDisconnected(proc);
       processes.delete(id);
-      proc._exited(-2, null);
+      clearInterval(alive);
+      proc._spawnFailed(errno, err);
+      ipc.markDisconnected(proc);
     });
+  } else {
+    process.nextTick(() => proc.emit('spawn'));
   }
   return worker;
 };

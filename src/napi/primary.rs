@@ -234,6 +234,15 @@ impl Primary {
         self.reactor.disconnect(id);
     }
 
+    /// Closes the channel of worker `id` from this side (`worker.process.disconnect()`):
+    /// the worker sees end of file, the reactor reports the disconnect.
+    #[napi(catch_unwind)]
+    pub fn close_channel(&self, id: u32) {
+        if let Some(e) = self.workers.lock().get(&id) {
+            e.channel.shutdown();
+        }
+    }
+
     /// Drops the table entry of an exited worker.
     #[napi(catch_unwind)]
     pub fn forget(&self, id: u32) {

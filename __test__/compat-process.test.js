@@ -1,0 +1,57 @@
+'use strict';
+
+// worker.process: properties, methods and events of a forked ChildProcess.
+
+const assert = require('node:assert');
+const { both } = require('./compat');
+const { run } = require('./helpers');
+
+both('worker.process is shaped like a forked ChildProcess', async (mod) => {
+  const p = run('compat-process.js', [], { env: { MODULE: mod } });
+  try {
+    const r = await p.next((m) => m.event === 'report');
+    assert.deepStrictEqual(r.shape, {
+      pid: 'number', emitter: true, methods: ['function', 'function', 'function', 'function', 'function'],
+      exitCode: null, signalCode: null, killed: false, connected: true, spawnfile: true,
+      // [execPath, ...execArgv, exec, ...args], as fork() has it.
+      spawnargs: [r.execPath, '--no-warnings', r.file, 'a1'],
+      // stdin/stdout/stderr and stdio[] are null unless piped; stdio has the channel slot too.
+      stdio: [true, true, true, true, true, true, true], stdioLength: 4,
+    });
+    assert.deepStrictEqual(r.badSignal, ['TypeError', 'ERR_UNKNOWN_SIGNAL', 'Unknown signal: SIGBOGUS']);
+    assert.strictEqual(r.pidMatches, true);
+    // kill(0) succeeds and, as in Node, sets `killed`.
+    assert.deepStrictEqual(r.kill0, [true, true]);
+    assert.strictEqual(r.killTerm, true);
+    assert.deepStrictEqual(r.after, { exitCode: null, signalCode: 'SIGTERM', killed: true, connected: false, kill: false });
+    // send() after the channel closed: false, then 'error' on the process and the worker.
+    assert.strictEqual(r.sendAfter, false);
+    const names = r.events.map((e) => e[0]);
+    assert.deepStrictEqual(r.events[0], ['spawn']);
+    assert.deepStrictEqual(r.events[1][0], 'message');
+    assert.deepStrictEqual(names.slice(2, 4).sort(), ['disconnect', 'exit']);
+    assert.deepStrictEqual(r.events.find((e) => e[0] === 'exit'), ['exit', null, 'SIGTERM']);
+    assert.deepStrictEqual(r.events.find((e) => e[0] === 'close'), ['close', null, 'SIGTERM']);
+    assert.ok(names.indexOf('close') > names.indexOf('exit'));
+    assert.deepStrictEqual(r.events.filter((e) => /error/.test(e[0])),
+      [['worker-error', 'ERR_IPC_CHANNEL_CLOSED'], ['error', 'ERR_IPC_CHANNEL_CLOSED']]);
+    assert.strictEqual(names.length, 7);
+  } finally {
+    await p.kill();
+  }
+});
+
+both('a worker that cannot be spawned: error (exitCode -errno), close, disconnect, no exit', async (mod) => {
+  const p = run('compat-process.js', [], { env: { MODULE: mod } });
+  try {
+    const r = await p.next((m) => m.event === 'report');
+    assert.strictEqual(r.badPid, true);
+    assert.deepStrictEqual(r.bad, [
+      ['error', 'ENOENT', true, true, -2, true],
+      ['close', -2],
+      ['disconnect', 'disconnected', false],
+    ]);
+  } finally {
+    await p.kill();
+  }
+});

@@ -1,0 +1,65 @@
+'use strict';
+
+// Worker methods and endings: disconnect(), kill()/destroy() from either
+// side, crash, exit code, outside signal; isConnected(), isDead(),
+// exitedAfterDisconnect, state.
+
+const assert = require('node:assert');
+const { both } = require('./compat');
+const { run } = require('./helpers');
+
+both('disconnect/kill/destroy from either side, crash, exit code and outside signal', async (mod) => {
+  const p = run('compat-worker.js', [], { env: { MODULE: mod } });
+  try {
+    const { pid } = await p.next((m) => m.event === 'outside');
+    process.kill(pid, 'SIGTERM');
+    const r = await p.next((m) => m.event === 'report');
+    const said = {};
+    for (const l of p.lines) if (l.event === 'w') (said[l.DO] = said[l.DO] || []).push(l.what);
+
+    const exits = {
+      'primary-disconnect': [0, null], 'primary-kill': [null, 'SIGTERM'],
+      'primary-kill-sigkill': [null, 'SIGKILL'], 'primary-destroy': [null, 'SIGINT'],
+      'worker-disconnect': [0, null], 'worker-kill': [0, null], 'worker-destroy': [0, null],
+      crash: [1, null], 'exit-code': [7, null], outside: [null, 'SIGTERM'],
+    };
+    // Node's primary kill()/destroy() only signals: exitedAfterDisconnect stays false.
+    const after = {
+      'primary-disconnect': true, 'worker-disconnect': true, 'worker-kill': true, 'worker-destroy': true,
+    };
+    for (const [name, exit] of Object.entries(exits)) {
+      const c = r[name];
+      assert.deepStrictEqual(c.before, [true, false], `${name}: connected and alive at fork`);
+      assert.deepStrictEqual(c.events.slice(0, 2), [['online'], ['listening']], name);
+      assert.deepStrictEqual(c.events.slice(2).sort(), [['disconnect'], ['exit', ...exit]], name);
+      const flag = after[name] === true;
+      const killed = /^primary-(kill|destroy)/.test(name);
+      // After exit: not connected, dead, the flag, state 'dead', process.killed.
+      assert.deepStrictEqual(c.after, [false, true, flag, 'dead', killed], name);
+      if (flag) {
+        // Disconnect-initiated endings: disconnect strictly before exit.
+        assert.deepStrictEqual(c.events.slice(2), [['disconnect'], ['exit', ...exit]], name);
+        assert.deepStrictEqual(c.disconnectState, [false, false, true], name);
+      }
+    }
+    // Primary disconnect(): returns the worker; flag set at once; channel still up.
+    assert.strictEqual(r['primary-disconnect'].ret, true);
+    assert.deepStrictEqual(r['primary-disconnect'].sync, [true, true]);
+    // kill() returns nothing, leaves the flag alone.
+    assert.strictEqual(r['primary-kill'].ret, 'undefined');
+    assert.deepStrictEqual(r['primary-kill'].sync, [true, null]);
+
+    // Inside the worker: servers close first, then the channel; the worker
+    // exits with 0 once its loop drains (the timer still fires).
+    assert.deepStrictEqual(said['primary-disconnect'], ['server-close', 'disconnect', 'timer', 'exit 0']);
+    assert.deepStrictEqual(said['worker-disconnect'],
+      ['returned-worker true', 'server-close', 'disconnect', 'timer', 'exit 0']);
+    // kill()/destroy() in the worker: disconnect, then exit at once.
+    assert.deepStrictEqual(said['worker-kill'], ['disconnect', 'exit 0']);
+    assert.deepStrictEqual(said['worker-destroy'], ['disconnect', 'exit 0']);
+    assert.deepStrictEqual(said.crash, ['exit 1']);
+    assert.deepStrictEqual(said['exit-code'], ['exit 7']);
+  } finally {
+    await p.kill();
+  }
+});
