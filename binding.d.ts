@@ -13,8 +13,22 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 export declare class Primary {
   /** Starts the reactor; `callback` receives arrays of events. */
   constructor(callback: (arg: Array<PrimaryEvent>) => void, window?: number | undefined | null)
-  /** Spawns worker `id` and starts watching it. */
-  spawn(id: number, req: SpawnRequest): SpawnResult
+  /** The next worker id (shared with the supervisor's restarts). */
+  allocateId(): number
+  /**
+   * Spawns worker `id` into slot `slot` (default: a new slot numbered like
+   * the worker) and starts watching it. `supervise` is the JSON supervision
+   * config of the slot (restart policy, readiness, timeouts...).
+   */
+  spawn(id: number, req: SpawnRequest, slot?: number | undefined | null, supervise?: string | undefined | null): SpawnResult
+  /** The primary disconnects or kills this worker on purpose: no restart. */
+  onPurpose(id: number): void
+  /** Drains worker `id` (deadline, then SIGTERM, then SIGKILL) and stops its slot. */
+  retire(id: number): void
+  /** Starts a rolling reload; the outcome arrives as a `sup:reloadDone` event. */
+  reload(concurrency: number): void
+  /** Graceful stop of every worker within `timeout_ms`; ends with `sup:shutdownDone`. */
+  shutdown(timeoutMs: number): void
   /** Sends a user message to worker `id`; returns the bytes still queued. */
   send(id: number, data: Buffer, flags: number, fd?: number | undefined | null): number
   /** Sends a control frame (JSON payload) to worker `id`. */
@@ -46,8 +60,12 @@ export declare class WorkerChannel {
    * carry at most one packet. Returns the bytes still queued.
    */
   send(kind: number, flags: number, id: number, data?: Buffer | undefined | null, fd?: number | undefined | null): number
-  /** Acknowledges connections: taken ones and refused ones. */
-  ack(accepted: Array<number>, refused: Array<number>): void
+  /**
+   * Acknowledges connections: taken ones and refused ones. `open`, when
+   * given, reports the worker's open connections (the `least` policy's
+   * count) on the same frame; with nothing to acknowledge it is sent alone.
+   */
+  ack(accepted: Array<number>, refused: Array<number>, open?: number | undefined | null): void
   /** Closes the channel; the primary sees the worker disconnect. */
   close(): void
 }
@@ -73,6 +91,11 @@ export interface PrimaryEvent {
   code?: number
   signal?: number
   message?: string
+  /** Supervisor events: the slot, the new worker's pid and pipes, a JSON info object. */
+  slot?: number
+  pid?: number
+  pipes?: Array<number>
+  info?: string
 }
 
 /** How to start one worker. */

@@ -38,6 +38,11 @@ const raw = process.env[KEY];
 if (raw !== undefined && globalThis[GLOBAL] === undefined) {
   delete process.env[KEY];
   const cfg = JSON.parse(raw);
+  // The worker id is set by the Rust spawner (restarts get new ids).
+  if (process.env.RCLUSTER_WORKER_ID !== undefined) {
+    cfg.id = Number(process.env.RCLUSTER_WORKER_ID);
+    delete process.env.RCLUSTER_WORKER_ID;
+  }
   const argv = process.execArgv;
   for (let i = 0; i < argv.length - 1; i++) {
     if ((argv[i] === '--require' || argv[i] === '-r') && argv[i + 1] === cfg.bootstrap) {

@@ -18,6 +18,15 @@ const { inspectArgv } = require('./inspect');
 
 const SCHED_NONE = 1;
 const SCHED_RR = 2;
+// rcluster's dispatch policies, numbered after Node's two (see README).
+const SCHED_REUSEPORT = 3;
+const SCHED_LEAST = 4;
+const SCHED_HASH = 5;
+const POLICY_NAMES = new Map([
+  [SCHED_NONE, 'none'], [SCHED_RR, 'rr'], [SCHED_REUSEPORT, 'reuseport'],
+  [SCHED_LEAST, 'least'], [SCHED_HASH, 'hash'],
+]);
+const POLICY_NUMBERS = new Map([...POLICY_NAMES].map(([n, name]) => [name, n]));
 const TIMEOUT_MAX = 2 ** 31 - 1;
 const BOOTSTRAP = path.join(__dirname, 'bootstrap.js');
 const ENV_KEY = 'RCLUSTER_WORKER';
@@ -33,16 +42,24 @@ cluster.workers = {};
 cluster.settings = {};
 cluster.SCHED_NONE = SCHED_NONE;
 cluster.SCHED_RR = SCHED_RR;
+cluster.SCHED_REUSEPORT = SCHED_REUSEPORT;
+cluster.SCHED_LEAST = SCHED_LEAST;
+cluster.SCHED_HASH = SCHED_HASH;
 
-let ids = 0;
 let initialized = false;
 let core = null;
 const processes = new Map(); // id -> { worker, proc }
 
+/** A policy number (1..5) or name ('rr', 'none', 'reuseport', 'least', 'hash') -> number. */
+function policyNumber(value) {
+  if (POLICY_NAMES.has(value)) return value;
+  if (typeof value === 'string' && POLICY_NUMBERS.has(value)) return POLICY_NUMBERS.get(value);
+  return undefined;
+}
+
+// Like Node: NODE_CLUSTER_SCHED_POLICY names the policy, anything else is rr.
 let schedulingPolicy = process.env.NODE_CLUSTER_SCHED_POLICY;
-if (schedulingPolicy === 'rr') schedulingPolicy = SCHED_RR;
-else if (schedulingPolicy === 'none') schedulingPolicy = SCHED_NONE;
-else schedulingPolicy = SCHED_RR;
+schedulingPolicy = (typeof schedulingPolicy === 'string' && POLICY_NUMBERS.get(schedulingPolicy)) || SCHED_RR;
 cluster.schedulingPolicy = schedulingPolicy;
 
 cluster.setupPrimary = function setupPrimary(options) {
@@ -65,10 +82,15 @@ cluster.setupPrimary = function setupPrimary(options) {
     return;
   }
   initialized = true;
-  schedulingPolicy = cluster.schedulingPolicy; // Frozen from here on.
-  if (schedulingPolicy !== SCHED_NONE && schedulingPolicy !== SCHED_RR) {
-    throw new Error(`Bad cluster.schedulingPolicy: ${schedulingPolicy}`);
+  if (settings.signals) installSignals();
+  // rcluster setting: `setupPrimary({ schedulingPolicy })` (a number or a
+  // name), for programs (ESM) that cannot assign before the first fork.
+  if (settings.schedulingPolicy !== undefined) cluster.schedulingPolicy = settings.schedulingPolicy;
+  schedulingPolicy = policyNumber(cluster.schedulingPolicy); // Frozen from here on.
+  if (schedulingPolicy === undefined) {
+    throw new Error(`Bad cluster.schedulingPolicy: ${cluster.schedulingPolicy}`);
   }
+  cluster.schedulingPolicy = schedulingPolicy;
   process.nextTick(() => cluster.emit('setup', settings));
 };
 
@@ -159,6 +181,17 @@ function stdioFor(settings) {
   });
 }
 
+/** The `reusePortHold` setting (ms a dead worker's reuseport socket waits for its replacement). */
+function reusePortHold(settings) {
+  const v = settings.reusePortHold;
+  if (v === undefined) return undefined;
+  if (typeof v !== 'number' || !(v >= 0) || !Number.isFinite(v)) {
+    throw errors.make(RangeError, 'ERR_OUT_OF_RANGE',
+      `The value of "settings.reusePortHold" is out of range. It must be a finite number >= 0. Received ${util.inspect(v)}`);
+  }
+  return Math.floor(v);
+}
+
 function envList(obj) {
   const out = [];
   for (const key of Object.keys(obj)) {
@@ -169,7 +202,58 @@ function envList(obj) {
   return out;
 }
 
-function createWorkerProcess(id, env) {
+// Supervision settings (rcluster extensions to cluster.settings; off unless
+// `restart` is set). Names follow PM2 where PM2 has one.
+const SUPERVISION_KEYS = {
+  restart: 'restart', stopExitCodes: 'stopExitCodes', restartDelay: 'restartDelay',
+  backoffInitial: 'backoffInitial', backoffMax: 'backoffMax', backoffFactor: 'backoffFactor',
+  minUptime: 'minUptime', maxRestarts: 'maxRestarts', readiness: 'readiness',
+  readyTimeout: 'readyTimeout', drainTimeout: 'drainTimeout', killTimeout: 'killTimeout',
+  heartbeatInterval: 'heartbeatInterval', heartbeatTimeout: 'heartbeatTimeout',
+  recycleConnections: 'maxConnections', recycleJitter: 'recycleJitter', maxMemory: 'maxMemory',
+};
+const RESTART_MODES = ['never', 'always', 'on-failure'];
+
+function supervisionFor(settings, overrides) {
+  const merged = { ...settings, ...overrides };
+  const out = {};
+  for (const [key, rustKey] of Object.entries(SUPERVISION_KEYS)) {
+    const v = merged[key];
+    if (v === undefined) continue;
+    if (key === 'restart') {
+      if (v === true) out.restart = 'always';
+      else if (v === false) out.restart = 'never';
+      else if (RESTART_MODES.includes(v)) out.restart = v;
+      else {
+        throw errors.make(TypeError, 'ERR_INVALID_ARG_VALUE',
+          `The property 'settings.restart' must be one of: ${RESTART_MODES.map((m) => `'${m}'`).join(', ')}, true, false. Received ${util.inspect(v)}`);
+      }
+    } else if (key === 'readiness') {
+      if (v !== 'listening' && v !== 'message') {
+        throw errors.make(TypeError, 'ERR_INVALID_ARG_VALUE',
+          `The property 'settings.readiness' must be one of: 'listening', 'message'. Received ${util.inspect(v)}`);
+      }
+      out.readiness = v;
+    } else if (key === 'stopExitCodes') {
+      if (!Array.isArray(v) || !v.every(Number.isInteger)) {
+        throw errors.make(TypeError, 'ERR_INVALID_ARG_TYPE',
+          `The "settings.stopExitCodes" property must be an array of integers. Received ${util.inspect(v)}`);
+      }
+      out.stopExitCodes = v;
+    } else {
+      if (typeof v !== 'number' || !(v >= 0) || !Number.isFinite(v)) {
+        throw errors.make(RangeError, 'ERR_OUT_OF_RANGE',
+          `The value of "settings.${key}" is out of range. It must be a finite number >= 0. Received ${util.inspect(v)}`);
+      }
+      out[rustKey] = key === 'backoffFactor' || key === 'recycleJitter' ? v : Math.floor(v);
+    }
+  }
+  return JSON.stringify(out);
+}
+
+const slots = new Map(); // slot -> { spawnargs, advanced }
+
+function createWorkerProcess(id, env, overrides) {
   const settings = cluster.settings;
   const execArgv = inspectArgv(settings);
   // fork(modulePath, args, options)
@@ -206,7 +290,8 @@ function createWorkerProcess(id, env) {
     fd: channelFd,
     ppid: process.pid,
     advanced,
-    policy: schedulingPolicy === SCHED_NONE ? 'none' : 'rr',
+    policy: POLICY_NAMES.get(schedulingPolicy),
+    reusePortHold: reusePortHold(settings),
     bootstrap: BOOTSTRAP,
     // Node's spawn changes credentials between fork and exec; posix_spawn
     // cannot, so the bootstrap drops them before any user code runs.
@@ -224,8 +309,9 @@ function createWorkerProcess(id, env) {
   };
   let result;
   let spawnError = null;
+  const supervise = supervisionFor(settings, overrides);
   try {
-    result = getCore().spawn(id, req);
+    result = getCore().spawn(id, req, id, supervise);
   } catch (err) {
     spawnError = err;
     result = { pid: undefined, pipes: [] };
@@ -239,6 +325,7 @@ function createWorkerProcess(id, env) {
     advanced,
   });
   proc.pid = result.pid;
+  slots.set(id, { spawnargs: [process.execPath, ...userArgs], advanced });
   return { proc, spawnError };
 }
 
@@ -247,11 +334,42 @@ function removeWorker(worker) {
   if (Object.keys(cluster.workers).length === 0) intercom.emit('disconnect');
 }
 
-cluster.fork = function fork(env) {
+cluster.fork = function fork(env, options) {
   cluster.setupPrimary();
-  const id = ++ids;
-  const { proc, spawnError } = createWorkerProcess(id, env);
+  if (options !== undefined && (options === null || typeof options !== 'object')) {
+    throw errors.make(TypeError, 'ERR_INVALID_ARG_TYPE',
+      `The "options" argument must be of type object.${received(options)}`);
+  }
+  const id = getCore().allocateId();
+  const { proc, spawnError } = createWorkerProcess(id, env, options);
+  const worker = attach(id, id, proc);
+  if (spawnError) {
+    // Node's ChildProcess reports a failed spawn asynchronously: exitCode is
+    // the negative errno, 'error' (no 'exit'), 'close', then the channel's
+    // 'disconnect', which removes the worker.
+    const code = (/^([A-Z]+):/.exec(spawnError.message) || [])[1] || 'EIO';
+    const errno = -(os.constants.errno[code] || 5);
+    const err = Object.assign(new Error(`spawn ${process.execPath} ${code}`),
+      { errno, code, syscall: `spawn ${process.execPath}`, path: process.execPath,
+        spawnargs: proc.spawnargs.slice(1) });
+    process.nextTick(() => {
+      processes.delete(id);
+      proc._keepAlive.close();
+      proc._spawnFailed(errno, err);
+      ipc.markDisconnected(proc);
+    });
+  } else {
+    process.nextTick(() => proc.emit('spawn'));
+  }
+  return worker;
+};
+
+/** Wires a Worker around `proc` (a fork, or a worker the supervisor started). */
+function attach(id, slot, proc) {
   const worker = new Worker({ id, process: proc });
+  // rcluster extension: the supervision slot this worker serves (a restarted
+  // worker has a new id and the same slot).
+  Object.defineProperty(worker, 'slot', { value: slot, enumerable: false, writable: true });
 
   worker.on('message', function onMessage(message, handle) {
     cluster.emit('message', this, message, handle);
@@ -275,7 +393,8 @@ cluster.fork = function fork(env) {
 
   // Keeps the primary alive while the worker's process lives (a ChildProcess
   // handle does that in Node).
-  let alive = setInterval(() => {}, TIMEOUT_MAX);
+  const alive = setInterval(() => {}, TIMEOUT_MAX);
+  proc._keepAlive = { close: () => clearInterval(alive) };
   proc._onRefChange = () => {
     if (proc._refed) alive.ref(); else alive.unref();
   };
@@ -284,27 +403,134 @@ cluster.fork = function fork(env) {
   processes.set(id, { worker, proc });
   process.nextTick(() => cluster.emit('fork', worker));
   cluster.workers[worker.id] = worker;
-
-  if (spawnError) {
-    // Node's ChildProcess reports a failed spawn asynchronously: exitCode is
-    // the negative errno, 'error' (no 'exit'), 'close', then the channel's
-    // 'disconnect', which removes the worker.
-    const code = (/^([A-Z]+):/.exec(spawnError.message) || [])[1] || 'EIO';
-    const errno = -(os.constants.errno[code] || 5);
-    const err = Object.assign(new Error(`spawn ${process.execPath} ${code}`),
-      { errno, code, syscall: `spawn ${process.execPath}`, path: process.execPath,
-        spawnargs: proc.spawnargs.slice(1) });
-    process.nextTick(() => {
-      processes.delete(id);
-      clearInterval(alive);
-      proc._spawnFailed(errno, err);
-      ipc.markDisconnected(proc);
-    });
-  } else {
-    process.nextTick(() => proc.emit('spawn'));
-  }
   return worker;
+}
+
+/** A worker that the Rust supervisor spawned (restart, reload, recycle). */
+function adopt(ev) {
+  const info = slots.get(ev.slot) || { spawnargs: [process.execPath], advanced: false };
+  const proc = new WorkerProcess(getCore(), ev.worker, {
+    file: process.execPath,
+    args: info.spawnargs,
+    pipes: ev.pipes || [],
+    advanced: info.advanced,
+  });
+  proc.pid = ev.pid;
+  const worker = attach(ev.worker, ev.slot, proc);
+  process.nextTick(() => proc.emit('spawn'));
+  return worker;
+}
+
+const pending = { reload: [], shutdown: [] };
+// Workers that just exited, so that supervisor events about them (backoff,
+// crashloop) still carry the Worker.
+const recent = new Map();
+function remember(worker) {
+  recent.set(worker.id, worker);
+  if (recent.size > 64) recent.delete(recent.keys().next().value);
+}
+
+/**
+ * Rolling reload (rcluster extension): every slot gets a new worker; the old
+ * one stops receiving connections only once the new one is ready, then
+ * drains. Resolves when every slot is done; rejects, keeping the old worker,
+ * if a new worker fails to become ready.
+ */
+cluster.reload = function reload(options = {}) {
+  const concurrency = options.concurrency === undefined ? 1 : options.concurrency;
+  if (!Number.isInteger(concurrency) || concurrency < 1) {
+    return Promise.reject(errors.make(RangeError, 'ERR_OUT_OF_RANGE',
+      `The value of "options.concurrency" is out of range. It must be an integer >= 1. Received ${util.inspect(concurrency)}`));
+  }
+  return new Promise((resolve, reject) => {
+    pending.reload.push({ resolve, reject });
+    getCore().reload(concurrency);
+  });
 };
+
+/**
+ * Graceful stop of the whole cluster (rcluster extension): no new
+ * connections, every worker drains, SIGTERM then SIGKILL at `timeout` ms.
+ */
+cluster.shutdown = function shutdown(options = {}) {
+  const timeout = options.timeout === undefined ? 10000 : options.timeout;
+  if (typeof timeout !== 'number' || !(timeout >= 0)) {
+    return Promise.reject(errors.make(RangeError, 'ERR_OUT_OF_RANGE',
+      `The value of "options.timeout" is out of range. It must be >= 0. Received ${util.inspect(timeout)}`));
+  }
+  if (Object.keys(cluster.workers).length === 0) return Promise.resolve();
+  return new Promise((resolve) => {
+    pending.shutdown.push(resolve);
+    getCore().shutdown(Math.min(timeout, 2 ** 31 - 1));
+  });
+};
+
+/**
+ * Sets the number of workers (rcluster extension): forks new ones, or
+ * drains the newest ones beyond `n`. Returns the workers kept or added.
+ */
+cluster.scale = function scale(n, env) {
+  if (!Number.isInteger(n) || n < 0) {
+    throw errors.make(RangeError, 'ERR_OUT_OF_RANGE',
+      `The value of "n" is out of range. It must be an integer >= 0. Received ${util.inspect(n)}`);
+  }
+  const live = Object.values(cluster.workers).filter((w) => !w.isDead() && !w._retiring);
+  for (let i = live.length; i < n; i++) cluster.fork(env);
+  const extra = live.sort((a, b) => b.id - a.id).slice(0, Math.max(0, live.length - n));
+  for (const w of extra) {
+    w._retiring = true;
+    getCore().retire(w.id);
+  }
+  return Object.values(cluster.workers).filter((w) => !w._retiring);
+};
+
+let signalsInstalled = false;
+
+// `signals: true` (rcluster extension, on in the CLI): SIGHUP reloads,
+// SIGTERM/SIGINT drain every worker and exit.
+function installSignals() {
+  if (signalsInstalled) return;
+  signalsInstalled = true;
+  process.on('SIGHUP', () => {
+    cluster.reload().catch((err) => process.emitWarning(err.message, { code: err.code }));
+  });
+  const stop = () => {
+    const timeout = cluster.settings.shutdownTimeout === undefined ? 10000 : cluster.settings.shutdownTimeout;
+    cluster.shutdown({ timeout }).then(() => process.exit(0));
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+}
+
+const SUPERVISOR_EVENTS = new Set([
+  'restart', 'backoff', 'crashloop', 'unready', 'unresponsive', 'recycle', 'reload', 'ready', 'error',
+]);
+
+function onSupervisor(ev) {
+  const kind = ev.kind.slice(4);
+  const info = ev.info ? JSON.parse(ev.info) : {};
+  info.slot = ev.slot;
+  if (kind === 'reloadDone') {
+    const waiters = pending.reload.splice(0);
+    for (const w of waiters) {
+      if (info.ok) w.resolve();
+      else w.reject(Object.assign(new Error(`reload failed: ${info.reason}`), { code: 'ERR_RCLUSTER_RELOAD' }));
+    }
+    return;
+  }
+  if (kind === 'shutdownDone') {
+    for (const r of pending.shutdown.splice(0)) r();
+    return;
+  }
+  if (!SUPERVISOR_EVENTS.has(kind)) return;
+  const entry = processes.get(ev.worker);
+  const worker = entry ? entry.worker : (recent.get(ev.worker) || null);
+  if (kind === 'error') {
+    emitWorkerError(worker, info.reason || 'supervisor error');
+    return;
+  }
+  cluster.emit(kind, worker, info);
+}
 
 cluster.disconnect = function disconnect(cb) {
   const workers = Object.values(cluster.workers);
@@ -320,6 +546,7 @@ cluster.disconnect = function disconnect(cb) {
 
 Worker.prototype.disconnect = function disconnect() {
   this.exitedAfterDisconnect = true;
+  if (core !== null) core.onPurpose(this.id);
   if (core !== null && this.isConnected()) core.disconnect(this.id);
   removeWorker(this);
   return this;
@@ -327,6 +554,7 @@ Worker.prototype.disconnect = function disconnect() {
 
 Worker.prototype.destroy = function destroy(signo) {
   const signal = signo || 'SIGTERM';
+  if (core !== null) core.onPurpose(this.id);
   this.process.kill(signal);
 };
 
@@ -338,6 +566,17 @@ function emitWorkerError(worker, message) {
 }
 
 function onEvent(ev) {
+  if (ev.kind === 'spawned') {
+    const worker = adopt(ev);
+    if (ev.message === 'restart') {
+      process.nextTick(() => cluster.emit('restart', worker, { slot: ev.slot, reason: 'restart' }));
+    }
+    return;
+  }
+  if (ev.kind.startsWith('sup:')) {
+    onSupervisor(ev);
+    return;
+  }
   const entry = processes.get(ev.worker);
   if (entry === undefined) {
     if (ev.kind === 'error') emitWorkerError(null, ev.message);
@@ -372,6 +611,7 @@ function onEvent(ev) {
       break;
     case 'exit':
       processes.delete(ev.worker);
+      remember(worker);
       core.forget(ev.worker);
       if (!proc._rclusterDisconnected) ipc.markDisconnected(proc);
       proc._exited(ev.code === undefined ? null : ev.code,

@@ -48,7 +48,12 @@ cluster._setupWorker = function setupWorker(cfg) {
   chan = new native.WorkerChannel(cfg.fd, cfg.ppid, onFrames);
   ipc.setupChannel(process, {
     advanced: !!cfg.advanced,
-    write: (data, flags, fd) => chan.send(F.MESSAGE, flags, 0, data, fd),
+    write: (data, flags, fd) => {
+      const queued = chan.send(F.MESSAGE, flags, 0, data, fd);
+      // PM2's readiness signal, process.send('ready'), is also ours.
+      if (data.length < 16 && isReadyMessage(data, flags)) sendControl({ op: 'ready' });
+      return queued;
+    },
     close: () => chan.close(),
   });
   const worker = new Worker({ id: cfg.id, process, state: 'online' });
@@ -62,6 +67,73 @@ cluster._setupWorker = function setupWorker(cfg) {
   });
   sendFrame(F.ONLINE, undefined);
 };
+
+// Supervision (rcluster extensions) ---------------------------------------
+
+function isReadyMessage(data, flags) {
+  try {
+    return require('./serialize').decode(data, flags) === 'ready';
+  } catch {
+    return false;
+  }
+}
+
+function sendControl(obj) {
+  sendFrame(F.CONTROL, Buffer.from(JSON.stringify(obj)));
+}
+
+function onControl(msg) {
+  if (msg.op === 'ping') sendControl({ op: 'pong', seq: msg.seq });
+  else if (msg.op === 'drain') drain();
+}
+
+/** The worker is ready to serve (readiness: 'message'). */
+Worker.prototype.ready = function ready() {
+  sendControl({ op: 'ready' });
+};
+
+function httpConnections(server) {
+  const sym = Object.getOwnPropertySymbols(server)
+    .find((s) => s.description === 'http.server.connections');
+  const list = sym && server[sym];
+  if (!list || typeof list.all !== 'function') return [];
+  return list.all().map((c) => c.socket).filter(Boolean);
+}
+
+let draining = false;
+
+// Retire gracefully: the primary has already stopped dispatching to this
+// worker. Every HTTP response from now on says `Connection: close` (so
+// keep-alive clients move to another worker after their current request),
+// idle connections stay until their next request or the deadline, and the
+// worker leaves once its servers have no connection left. The primary's
+// deadline (drainTimeout, then SIGTERM, then SIGKILL) bounds all of it.
+function drain() {
+  if (draining) return;
+  draining = true;
+  if (cluster.worker) cluster.worker.exitedAfterDisconnect = true;
+  const servers = new Set();
+  for (const { server } of listeners.values()) if (server) servers.add(server);
+  for (const server of servers) {
+    if (typeof server.closeIdleConnections !== 'function') continue;
+    server.prependListener('request', (req, res) => { res.shouldKeepAlive = false; });
+    for (const socket of httpConnections(server)) {
+      const res = socket._httpMessage;
+      if (res && !res.headersSent) res.shouldKeepAlive = false;
+    }
+  }
+  for (const { handle } of [...listeners.values()]) handle.close();
+  const check = setInterval(() => {
+    let open = 0;
+    for (const server of servers) open += server._connections || 0;
+    if (open > 0) return;
+    clearInterval(check);
+    for (const server of servers) {
+      try { server.close(); } catch { /* not listening any more */ }
+    }
+    if (process.connected) process.disconnect();
+  }, 20);
+}
 
 cluster._getServer = function getServer(obj, options, cb) {
   let address = options.address;
@@ -86,7 +158,8 @@ cluster._getServer = function getServer(obj, options, cb) {
     fd: options.fd,
     flags: options.flags || 0,
     backlog: typeof options.backlog === 'number' ? options.backlog : undefined,
-    policy: config.policy,
+    policy: listenPolicy(obj) || config.policy,
+    reusePortHold: config.reusePortHold,
     // Custom server data (tls: ticket keys); the first worker's is shared.
     data: typeof obj._getServerData === 'function' ? obj._getServerData() : null,
   };
@@ -151,7 +224,9 @@ function rr(reply, { obj, pipe, indexesKey, index }, cb) {
     };
   }
   handle.ref();
-  listeners.set(key, { handle, server: obj, pipe });
+  const least = reply.policy === 'least';
+  listeners.set(key, { handle, server: obj, pipe, least });
+  if (least) startLoadReports();
   cb(0, handle);
 }
 
@@ -179,7 +254,10 @@ function shared(reply, fd, { obj, kind, indexesKey, index }, cb) {
     removeIndexesKey(indexesKey, index);
     return close.apply(handle, args);
   };
-  listeners.set(key, { handle, server: obj, pipe: kind === 'pipe', shared: true });
+  // reuseport: the worker accepts on its slot's socket, and may also be
+  // handed connections the primary drained from a slot socket that closed.
+  const conns = reply.policy === 'reuseport';
+  listeners.set(key, { handle, server: obj, pipe: kind === 'pipe', shared: true, conns });
   cb(0, handle);
 }
 
@@ -202,6 +280,102 @@ function openUdp(socket, fd) {
   return handle;
 }
 
+// Dispatch policies ------------------------------------------------------
+//
+// `least`: the primary picks the worker with the fewest open connections.
+// It learns the counts without a message per connection: every ack carries
+// this worker's count (`loadReport`), and while a `least` listener exists a
+// 100 ms timer sends the count alone when it changed since the last report
+// (connections that closed between acks), so a burst of closes costs one
+// frame, and an idle worker none.
+//
+// The count is the sum of `server._connections` (Node's own count of a
+// server's open connections) over the servers the primary dispatches to.
+
+let loadTimer = null;
+let lastLoad = -1;
+
+function openConnections() {
+  let n = 0;
+  const seen = new Set();
+  for (const e of listeners.values()) {
+    if (e.shared || seen.has(e.server)) continue;
+    seen.add(e.server);
+    n += e.server._connections || 0;
+  }
+  return n;
+}
+
+function hasLeast() {
+  for (const e of listeners.values()) if (e.least) return true;
+  return false;
+}
+
+/** The count to put on an ack that hands over `taking` more connections. */
+function loadReport(taking) {
+  if (loadTimer === null) return undefined;
+  lastLoad = openConnections() + taking;
+  return lastLoad;
+}
+
+function startLoadReports() {
+  if (loadTimer !== null) return;
+  loadTimer = setInterval(() => {
+    if (!hasLeast()) {
+      clearInterval(loadTimer);
+      loadTimer = null;
+      return;
+    }
+    const n = openConnections();
+    if (n === lastLoad || chan === null) return;
+    lastLoad = n;
+    try {
+      chan.ack([], [], n);
+    } catch {
+      // Channel gone.
+    }
+  }, 100);
+  loadTimer.unref();
+}
+
+// Per-listener policy: `server.listen({ port, schedulingPolicy: 'hash' })`.
+// Node's net module does not pass listen options on to cluster._getServer
+// (only `readableAll`/`writableAll` for pipes), so in a worker the option is
+// picked up here and remembered on the server. Names or SCHED_* numbers.
+const POLICY_NAMES = ['none', 'rr', 'reuseport', 'least', 'hash'];
+const kPolicy = Symbol('rcluster.schedulingPolicy');
+
+function policyName(value) {
+  if (typeof value === 'number' && value >= 1 && value <= 5 && Number.isInteger(value)) {
+    return POLICY_NAMES[value - 1];
+  }
+  if (POLICY_NAMES.includes(value)) return value;
+  const errors = require('./errors');
+  throw errors.make(TypeError, 'ERR_INVALID_ARG_VALUE',
+    `The property 'options.schedulingPolicy' must be one of: ${POLICY_NAMES.map((n) => `'${n}'`).join(', ')}, or 1 to 5. Received ${require('util').inspect(value)}`);
+}
+
+function listenPolicy(server) {
+  return server !== null && typeof server === 'object' ? server[kPolicy] : undefined;
+}
+
+(function installListenOption() {
+  const net = require('net');
+  const listen = net.Server.prototype.listen;
+  if (listen[kPolicy]) return;
+  function rclusterListen(...args) {
+    const o = args[0];
+    if (o !== null && typeof o === 'object' && o.schedulingPolicy !== undefined) {
+      this[kPolicy] = policyName(o.schedulingPolicy);
+    }
+    return listen.apply(this, args);
+  }
+  Object.defineProperty(rclusterListen, 'name', { value: 'listen' });
+  Object.defineProperty(rclusterListen, 'length', { value: listen.length });
+  rclusterListen[kPolicy] = true;
+  net.Server.prototype.listen = rclusterListen;
+}());
+
 function onConnections(conns) {
   // First decide and acknowledge, then hand over: the primary learns at once
   // that these connections are taken, before any user code runs.
@@ -211,7 +385,7 @@ function onConnections(conns) {
   const extra = new Map();
   for (const f of conns) {
     const entry = listeners.get(f.listener);
-    let ok = entry !== undefined && !entry.shared;
+    let ok = entry !== undefined && (!entry.shared || entry.conns);
     if (ok) {
       const server = entry.server;
       const pending = extra.get(server) || 0;
@@ -230,7 +404,7 @@ function onConnections(conns) {
     }
   }
   try {
-    chan.ack(accepted, refused);
+    chan.ack(accepted, refused, loadReport(accepted.length));
   } catch {
     // Channel gone: the primary re-dispatches what it did not hear about.
   }
@@ -271,6 +445,9 @@ function onFrame(f) {
       else process.emitWarning(err.message, { code: err.code });
       break;
     }
+    case F.CONTROL:
+      onControl(JSON.parse(f.data.toString()));
+      break;
     case F.EV_DISCONNECT:
       chan.close();
       ipc.markDisconnected(process);

@@ -7,9 +7,11 @@
 pub mod channel;
 pub mod frame;
 pub mod listener;
+pub mod policy;
 pub mod poller;
 pub mod reactor;
 pub mod spawn;
+pub mod supervisor;
 pub mod sys;
 pub mod worker_io;
 

@@ -25,6 +25,7 @@ use serde::Serialize;
 use crate::channel::{Channel, Inbox, Read, ReadError};
 use crate::frame::{self, Kind};
 use crate::listener::{self, ListenRequest, SockName};
+use crate::policy::{self, Policy};
 use crate::poller::{self, Poller, Ready};
 use crate::sys::{self, ExitStatus};
 
@@ -59,7 +60,26 @@ pub enum Event {
     },
     /// Something went wrong with this worker's channel (bad frame, I/O error).
     Error { worker: u32, message: String },
+    /// A worker the supervisor spawned (restart, reload, recycle): `pipes` are
+    /// the parent ends of its stdio pipes (raw fds now owned by the receiver).
+    Spawned {
+        worker: u32,
+        slot: u32,
+        pid: i32,
+        pipes: Vec<i32>,
+        reason: String,
+    },
+    /// Something the supervisor did or noticed; `info` is a JSON object.
+    Supervisor {
+        kind: &'static str,
+        worker: u32,
+        slot: u32,
+        info: String,
+    },
 }
+
+mod supervise;
+pub use supervise::{spawn_worker, Cmd as SuperviseCmd, Handle, Registry, ID_VAR};
 
 /// Receives batches of events (in the napi layer: a threadsafe function).
 pub type Sink = Box<dyn FnMut(Vec<Event>) + Send>;
@@ -67,12 +87,14 @@ pub type Sink = Box<dyn FnMut(Vec<Event>) + Send>;
 enum Command {
     Add {
         id: u32,
+        slot: u32,
         channel: Arc<Channel>,
         pidfd: Arc<OwnedFd>,
     },
     Disconnect {
         id: u32,
     },
+    Supervise(SuperviseCmd),
     Stop,
 }
 
@@ -101,9 +123,15 @@ pub struct Reactor {
 impl Reactor {
     /// Starts the reactor thread.
     pub fn start(sink: Sink, config: Config) -> io::Result<Reactor> {
+        Reactor::start_with(sink, config, Arc::new(Registry::default()))
+    }
+
+    /// Starts the reactor thread sharing `registry` (worker ids and handles)
+    /// with the caller.
+    pub fn start_with(sink: Sink, config: Config, registry: Arc<Registry>) -> io::Result<Reactor> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let wake = Arc::new(sys::eventfd()?);
-        let mut lp = Loop::new(sink, rx, wake.clone(), config)?;
+        let mut lp = Loop::new(sink, rx, wake.clone(), config, registry)?;
         let thread = std::thread::Builder::new()
             .name("rcluster-reactor".into())
             .spawn(move || lp.run())?;
@@ -120,14 +148,27 @@ impl Reactor {
         }
     }
 
-    /// Starts watching a spawned worker: its channel and its pidfd.
-    pub fn add_worker(&self, id: u32, channel: Arc<Channel>, pidfd: Arc<OwnedFd>) {
-        self.command(Command::Add { id, channel, pidfd });
+    /// Starts watching a spawned worker: its channel and its pidfd. `slot`
+    /// is the worker's place in the pool (a restarted worker gets a new `id`
+    /// and keeps its `slot`): `reuseport` gives each slot its own socket and
+    /// `hash` hashes over slots, so a replacement inherits both.
+    pub fn add_worker(&self, id: u32, slot: u32, channel: Arc<Channel>, pidfd: Arc<OwnedFd>) {
+        self.command(Command::Add {
+            id,
+            slot,
+            channel,
+            pidfd,
+        });
     }
 
     /// Asks the worker to disconnect and stops dispatching to it at once.
     pub fn disconnect(&self, id: u32) {
         self.command(Command::Disconnect { id });
+    }
+
+    /// Sends a command to the supervisor.
+    pub fn supervise(&self, cmd: SuperviseCmd) {
+        self.command(Command::Supervise(cmd));
     }
 
     /// Stops the thread and waits for it.
@@ -164,13 +205,10 @@ struct WorkerState {
     inflight: HashMap<u64, InFlight>,
     listening: Vec<u32>,
     connected: bool,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Policy {
-    RoundRobin,
-    /// Workers accept on the shared listening fd themselves.
-    Shared,
+    /// The worker's slot (see [`Reactor::add_worker`]).
+    slot: u32,
+    /// Open connections the worker last reported (`least`), on its acks.
+    open: u32,
 }
 
 struct Pending {
@@ -178,10 +216,29 @@ struct Pending {
     tries: u32,
 }
 
+/// `reuseport`: the socket of one worker slot, held by the primary.
+struct SlotSocket {
+    fd: Arc<OwnedFd>,
+    /// Workers listening on it (two during a reload in place, usually one).
+    holders: Vec<u32>,
+    /// Nobody holds it: it waits for a replacement until then.
+    expires: Option<Instant>,
+}
+
+/// Default `reusePortHold`: how long a slot's socket waits for a replacement.
+pub const DEFAULT_REUSEPORT_HOLD: Duration = Duration::from_millis(5000);
+
 struct Listener {
     key: String,
-    fd: Arc<OwnedFd>,
+    /// The one listening socket (every policy but `reuseport`).
+    fd: Option<Arc<OwnedFd>>,
     policy: Policy,
+    /// `reuseport`: one socket per worker slot.
+    slots: HashMap<u32, SlotSocket>,
+    /// `reuseport`: how long an abandoned slot socket is kept.
+    hold: Duration,
+    /// `reuseport`: the request that created the listener (binds more slots).
+    template: Option<ListenRequest>,
     workers: Vec<u32>,
     next: usize,
     pending: VecDeque<Pending>,
@@ -197,6 +254,9 @@ struct Listener {
 struct ListenReply<'a> {
     errno: i32,
     key: u32,
+    /// The listener's policy (the first request for a key decides it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policy: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     sockname: Option<&'a SockName>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -218,6 +278,7 @@ struct Loop {
     /// Set after EMFILE/ENFILE: listeners stay disarmed until then.
     accept_backoff: Option<Instant>,
     stopping: bool,
+    sup: supervise::State,
 }
 
 impl Loop {
@@ -226,6 +287,7 @@ impl Loop {
         rx: Receiver<Command>,
         wake: Arc<OwnedFd>,
         config: Config,
+        registry: Arc<Registry>,
     ) -> io::Result<Loop> {
         let poller = Poller::new()?;
         poller.add(wake.as_raw_fd(), T_WAKE, poller::READABLE)?;
@@ -243,6 +305,7 @@ impl Loop {
             events: Vec::new(),
             accept_backoff: None,
             stopping: false,
+            sup: supervise::State::new(registry),
         })
     }
 
@@ -250,12 +313,22 @@ impl Loop {
         let mut ready: Vec<Ready> = Vec::with_capacity(256);
         while !self.stopping {
             ready.clear();
-            let timeout = match self.accept_backoff {
+            let timeout = match self
+                .accept_backoff
+                .into_iter()
+                .chain(self.hold_deadline())
+                .min()
+            {
                 Some(t) => t
                     .saturating_duration_since(Instant::now())
                     .as_millis()
                     .min(1000) as i32,
                 None => -1,
+            };
+            let sup = self.sup.timeout_ms();
+            let timeout = match (timeout, sup) {
+                (-1, t) | (t, -1) => t,
+                (a, b) => a.min(b),
             };
             if let Err(e) = self.poller.wait(&mut ready, timeout) {
                 self.events.push(Event::Error {
@@ -275,6 +348,7 @@ impl Loop {
                     }
                 }
             }
+            self.expire_holds();
             for r in &ready {
                 let id = (r.token & !T_MASK) as u32;
                 match r.token & T_MASK {
@@ -285,6 +359,7 @@ impl Loop {
                     _ => {}
                 }
             }
+            self.sup_timers();
             self.flush_events();
         }
         // Stopping: hand back every held connection to the kernel's care (close).
@@ -303,14 +378,20 @@ impl Loop {
         sys::eventfd_drain(self.wake.as_raw_fd());
         while let Ok(c) = self.rx.try_recv() {
             match c {
-                Command::Add { id, channel, pidfd } => self.add_worker(id, channel, pidfd),
+                Command::Add {
+                    id,
+                    slot,
+                    channel,
+                    pidfd,
+                } => self.add_worker(id, slot, channel, pidfd),
                 Command::Disconnect { id } => self.disconnect_cmd(id),
+                Command::Supervise(c) => self.sup_command(c),
                 Command::Stop => self.stopping = true,
             }
         }
     }
 
-    fn add_worker(&mut self, id: u32, channel: Arc<Channel>, pidfd: Arc<OwnedFd>) {
+    fn add_worker(&mut self, id: u32, slot: u32, channel: Arc<Channel>, pidfd: Arc<OwnedFd>) {
         let ev = poller::READABLE | poller::WRITABLE | poller::EDGE | poller::HANGUP;
         if let Err(e) = self
             .poller
@@ -339,6 +420,8 @@ impl Loop {
                 inflight: HashMap::new(),
                 listening: Vec::new(),
                 connected: true,
+                slot,
+                open: 0,
             },
         );
         // Frames may have arrived before we watched the channel.
@@ -407,7 +490,7 @@ impl Loop {
             }),
             Kind::ListenRequest => self.listen_request(id, f.id, &f.payload),
             Kind::Ack => match frame::decode_acks(&f.payload) {
-                Ok(acks) => self.acks(id, &acks),
+                Ok(acks) => self.acks(id, &acks, frame::load_of_ack(f.id)),
                 Err(e) => self.worker_gone(id, Some(format!("worker {id}: {e}"))),
             },
             Kind::CloseListen => match frame::decode_u32(Kind::CloseListen, &f.payload) {
@@ -420,6 +503,7 @@ impl Loop {
                 Err(e) => self.worker_gone(id, Some(format!("worker {id}: {e}"))),
             },
             Kind::Listening | Kind::ExitedAfterDisconnect | Kind::Control => {
+                self.sup_frame(id, f.kind, &f.payload);
                 self.events.push(Event::Frame {
                     worker: id,
                     kind: f.kind,
@@ -441,6 +525,7 @@ impl Loop {
         let body = serde_json::to_vec(&ListenReply {
             errno,
             key: lid,
+            policy: l.map(|l| l.policy.name()),
             sockname: l.and_then(|l| l.sockname.as_ref()),
             data: l.and_then(|l| l.data.as_ref()),
         })
@@ -456,90 +541,158 @@ impl Loop {
             self.reply(id, req, -libc::EINVAL, 0, None);
             return;
         };
-        // Datagram sockets are always shared, whatever the policy: there is
-        // nothing to hand out but the socket (Node's SharedHandle).
-        let policy = match r.policy.as_deref() {
-            _ if r.is_udp() => Policy::Shared,
-            Some("none") => Policy::Shared,
-            _ => Policy::RoundRobin,
-        };
+        let slot = self.workers.get(&id).map_or(id, |w| w.slot);
         let lid = match self.keys.get(&r.key) {
             Some(lid) => *lid,
-            None => {
-                let listener::Bound { fd, unlink } = match listener::bind(&r) {
-                    Ok(b) => b,
-                    Err(errno) => {
-                        self.reply(id, req, errno, 0, None);
-                        return;
-                    }
-                };
-                let lid = self.next_listener;
-                self.next_listener += 1;
-                let sockname = listener::sockname(&fd);
-                if policy == Policy::RoundRobin {
-                    if let Err(e) = self.poller.add(fd.as_raw_fd(), T_LISTENER | lid as u64, 0) {
-                        if let Some(path) = &unlink {
-                            let _ = std::fs::remove_file(path);
-                        }
-                        self.reply(id, req, -e.raw_os_error().unwrap_or(libc::EIO), 0, None);
-                        return;
-                    }
+            None => match self.new_listener(&r, slot) {
+                Ok(lid) => lid,
+                Err(errno) => {
+                    self.reply(id, req, errno, 0, None);
+                    return;
                 }
-                self.keys.insert(r.key.clone(), lid);
-                self.listeners.insert(
-                    lid,
-                    Listener {
-                        key: r.key.clone(),
-                        fd: Arc::new(fd),
-                        policy,
-                        workers: Vec::new(),
-                        next: 0,
-                        pending: VecDeque::new(),
-                        armed: false,
-                        sockname,
-                        unlink,
-                        data: None,
-                    },
-                );
-                lid
-            }
+            },
         };
-        let (shared_fd, lpolicy) = {
-            let l = self.listeners.get_mut(&lid).expect("listener exists");
-            if l.data.as_ref().is_none_or(|d| d.is_null()) {
-                l.data = r.data.clone();
+        let pass = match self.join_listener(lid, id, slot, &r) {
+            Ok(fd) => fd,
+            Err(errno) => {
+                self.reply(id, req, errno, 0, None);
+                let l = self.listeners.get(&lid).expect("listener exists");
+                if l.workers.is_empty() && l.slots.values().all(|s| s.expires.is_none()) {
+                    self.close_listener(lid);
+                }
+                return;
             }
-            if !l.workers.contains(&id) {
-                l.workers.push(id);
-            }
-            let fd = match l.policy {
-                Policy::Shared => match l.fd.try_clone() {
-                    Ok(fd) => Some(fd),
-                    Err(e) => {
-                        let errno = -e.raw_os_error().unwrap_or(libc::EMFILE);
-                        l.workers.retain(|w| *w != id);
-                        self.reply(id, req, errno, 0, None);
-                        return;
-                    }
-                },
-                Policy::RoundRobin => None,
-            };
-            (fd, l.policy)
         };
         if let Some(w) = self.workers.get_mut(&id) {
             if !w.listening.contains(&lid) {
                 w.listening.push(lid);
             }
         }
-        self.reply(id, req, 0, lid, shared_fd);
-        if lpolicy == Policy::RoundRobin {
-            self.dispatch(lid);
+        self.reply(id, req, 0, lid, pass);
+        self.dispatch(lid);
+    }
+
+    /// Binds the listener for a key the first time a worker asks for it; the
+    /// request's policy becomes the listener's (see
+    /// [`Policy::for_listener`]). Returns the listener id or a negative errno.
+    fn new_listener(&mut self, r: &ListenRequest, slot: u32) -> Result<u32, i32> {
+        let tcp = r.kind() == listener::Kind::Tcp;
+        let policy = Policy::for_listener(r.policy.as_deref(), r.is_udp(), tcp);
+        let bound = if policy == Policy::ReusePort {
+            listener::bind_reuseport(r, None)?
+        } else {
+            listener::bind(r)?
+        };
+        let listener::Bound { fd, unlink } = bound;
+        let lid = self.next_listener;
+        let sockname = listener::sockname(&fd);
+        if policy.primary_accepts() {
+            if let Err(e) = self.poller.add(fd.as_raw_fd(), T_LISTENER | lid as u64, 0) {
+                if let Some(path) = &unlink {
+                    let _ = std::fs::remove_file(path);
+                }
+                return Err(-e.raw_os_error().unwrap_or(libc::EIO));
+            }
         }
+        self.next_listener += 1;
+        let (fd, slots) = if policy == Policy::ReusePort {
+            let first = SlotSocket {
+                fd: Arc::new(fd),
+                holders: Vec::new(),
+                expires: None,
+            };
+            (None, HashMap::from([(slot, first)]))
+        } else {
+            (Some(Arc::new(fd)), HashMap::new())
+        };
+        self.keys.insert(r.key.clone(), lid);
+        self.listeners.insert(
+            lid,
+            Listener {
+                key: r.key.clone(),
+                fd,
+                policy,
+                slots,
+                hold: r
+                    .reuse_port_hold
+                    .map_or(DEFAULT_REUSEPORT_HOLD, Duration::from_millis),
+                template: (policy == Policy::ReusePort).then(|| r.clone()),
+                workers: Vec::new(),
+                next: 0,
+                pending: VecDeque::new(),
+                armed: false,
+                sockname,
+                unlink,
+                data: None,
+            },
+        );
+        Ok(lid)
+    }
+
+    /// Adds worker `id` (in `slot`) to listener `lid`; returns the socket to
+    /// pass to it (`none`: the listener's; `reuseport`: its slot's, bound now
+    /// unless the slot still holds one) or a negative errno.
+    fn join_listener(
+        &mut self,
+        lid: u32,
+        id: u32,
+        slot: u32,
+        r: &ListenRequest,
+    ) -> Result<Option<OwnedFd>, i32> {
+        let l = self.listeners.get_mut(&lid).expect("listener exists");
+        if l.data.as_ref().is_none_or(|d| d.is_null()) {
+            l.data = r.data.clone();
+        }
+        let dup = |fd: &OwnedFd| {
+            fd.try_clone()
+                .map_err(|e| -e.raw_os_error().unwrap_or(libc::EMFILE))
+        };
+        let pass = match l.policy {
+            Policy::Shared => Some(dup(l.fd.as_ref().expect("shared listener fd"))?),
+            Policy::ReusePort => {
+                if !l.slots.contains_key(&slot) {
+                    let template = l.template.as_ref().expect("reuseport template");
+                    let bound = listener::bind_reuseport(template, l.sockname.as_ref())?;
+                    l.slots.insert(
+                        slot,
+                        SlotSocket {
+                            fd: Arc::new(bound.fd),
+                            holders: Vec::new(),
+                            expires: None,
+                        },
+                    );
+                }
+                let s = l.slots.get_mut(&slot).expect("slot socket");
+                let fd = dup(&s.fd)?;
+                // A replacement takes the slot over, with what queued on it.
+                s.expires = None;
+                if !s.holders.contains(&id) {
+                    s.holders.push(id);
+                }
+                Some(fd)
+            }
+            Policy::RoundRobin | Policy::Least | Policy::Hash => None,
+        };
+        if !l.workers.contains(&id) {
+            l.workers.push(id);
+        }
+        Ok(pass)
     }
 
     /// Removes worker `id` from listener `lid`; closes the listener when it was
     /// the last one (Node closes the primary's handle then, freeing the port).
+    ///
+    /// `reuseport`: when the worker died (its channel is gone), its slot's
+    /// socket is kept for the listener's hold time so that a replacement in
+    /// the same slot takes it over with the connections queued on it; when it
+    /// left on purpose (closed its server, was disconnected) nobody is coming
+    /// back: what queued on the slot is accepted here and handed to the other
+    /// workers, and the socket closes.
     fn leave_listener(&mut self, id: u32, lid: u32) {
+        let died = self.workers.get(&id).is_none_or(|w| !w.connected);
+        // A supervised slot that will be restarted keeps the listener open, so
+        // that its port stays and queued connections wait for the new worker.
+        let supervised = self.sup.holds_listeners();
         let Some(l) = self.listeners.get_mut(&lid) else {
             return;
         };
@@ -552,16 +705,92 @@ impl Loop {
                 l.next = 0;
             }
         }
-        if l.workers.is_empty() {
+        let mut release = Vec::new();
+        for (slot, s) in l.slots.iter_mut() {
+            if let Some(pos) = s.holders.iter().position(|w| *w == id) {
+                s.holders.remove(pos);
+                if s.holders.is_empty() {
+                    if died && !l.hold.is_zero() {
+                        s.expires = Some(Instant::now() + l.hold);
+                    } else {
+                        release.push(*slot);
+                    }
+                }
+            }
+        }
+        for slot in release {
+            Self::release_slot(l, slot);
+        }
+        let held = l.slots.values().any(|s| s.expires.is_some());
+        if l.workers.is_empty() && !held && !supervised {
             self.close_listener(lid);
         } else {
             self.dispatch(lid);
         }
     }
 
+    /// `reuseport`: closes a slot's socket after accepting what queued on it
+    /// (those connections go to the listener's other workers).
+    fn release_slot(l: &mut Listener, slot: u32) {
+        if let Some(s) = l.slots.remove(&slot) {
+            while let Ok(Some(fd)) = listener::accept(&s.fd) {
+                l.pending.push_back(Pending {
+                    fd: Arc::new(fd),
+                    tries: 0,
+                });
+            }
+        }
+    }
+
+    /// When the next abandoned `reuseport` slot socket expires.
+    fn hold_deadline(&self) -> Option<Instant> {
+        self.listeners
+            .values()
+            .flat_map(|l| l.slots.values())
+            .filter_map(|s| s.expires)
+            .min()
+    }
+
+    /// Releases the `reuseport` slot sockets whose replacement did not come.
+    fn expire_holds(&mut self) {
+        let now = Instant::now();
+        let due: Vec<u32> = self
+            .listeners
+            .iter()
+            .filter(|(_, l)| {
+                l.slots
+                    .values()
+                    .any(|s| s.expires.is_some_and(|t| t <= now))
+            })
+            .map(|(lid, _)| *lid)
+            .collect();
+        for lid in due {
+            let l = self.listeners.get_mut(&lid).expect("listener exists");
+            let expired: Vec<u32> = l
+                .slots
+                .iter()
+                .filter(|(_, s)| s.expires.is_some_and(|t| t <= now))
+                .map(|(slot, _)| *slot)
+                .collect();
+            for slot in expired {
+                Self::release_slot(l, slot);
+            }
+            let held = l.slots.values().any(|s| s.expires.is_some());
+            if l.workers.is_empty() && !held {
+                self.close_listener(lid);
+            } else {
+                self.dispatch(lid);
+            }
+        }
+    }
+
     fn close_listener(&mut self, lid: u32) {
         if let Some(l) = self.listeners.remove(&lid) {
-            self.poller.delete(l.fd.as_raw_fd());
+            if let Some(fd) = &l.fd {
+                if l.policy.primary_accepts() {
+                    self.poller.delete(fd.as_raw_fd());
+                }
+            }
             self.keys.remove(&l.key);
             // Pending connections are closed with it: nobody is left to serve them.
             // Like libuv closing a pipe server it bound, remove the socket file.
@@ -574,43 +803,53 @@ impl Loop {
     fn set_armed(&mut self, lid: u32, on: bool) {
         let on = on && self.accept_backoff.is_none();
         if let Some(l) = self.listeners.get_mut(&lid) {
-            if l.armed != on && l.policy == Policy::RoundRobin {
-                let ev = if on { poller::READABLE } else { 0 };
-                if self
-                    .poller
-                    .modify(l.fd.as_raw_fd(), T_LISTENER | lid as u64, ev)
-                    .is_ok()
-                {
-                    l.armed = on;
+            if !l.policy.primary_accepts() {
+                return;
+            }
+            if let Some(fd) = &l.fd {
+                if l.armed != on {
+                    let ev = if on { poller::READABLE } else { 0 };
+                    if self
+                        .poller
+                        .modify(fd.as_raw_fd(), T_LISTENER | lid as u64, ev)
+                        .is_ok()
+                    {
+                        l.armed = on;
+                    }
                 }
             }
         }
     }
 
     /// Hands connections of listener `lid` to its workers until either no
-    /// worker has room or nothing is waiting.
+    /// worker has room or nothing is waiting. `rr`, `least` and `hash`
+    /// accept here; `reuseport` only hands out what was drained from a slot
+    /// socket that closed (round robin); `none` never dispatches.
+    ///
+    /// Every policy only picks a worker with room in its window, so a
+    /// connection never waits behind a stuck worker while another is free;
+    /// and nothing is accepted while no worker has room (the listener is
+    /// disarmed until an ack opens a window).
     fn dispatch(&mut self, lid: u32) {
         let window = self.config.window;
         loop {
             let Some(l) = self.listeners.get_mut(&lid) else {
                 return;
             };
-            if l.policy != Policy::RoundRobin {
+            let accepts = l.policy.primary_accepts();
+            if l.policy == Policy::Shared || (!accepts && l.pending.is_empty()) {
                 return;
             }
             let n = l.workers.len();
-            let mut chosen = None;
-            for k in 0..n {
-                let pos = (l.next + k) % n;
-                let wid = l.workers[pos];
-                if let Some(w) = self.workers.get(&wid) {
-                    if w.connected && w.inflight.len() < window {
-                        chosen = Some((wid, pos));
-                        break;
-                    }
-                }
-            }
-            let Some((wid, pos)) = chosen else {
+            let workers = &self.workers;
+            let info = |pos: usize| -> Option<policy::Slot> {
+                let w = workers.get(&l.workers[pos])?;
+                (w.connected && w.inflight.len() < window).then(|| policy::Slot {
+                    slot: w.slot,
+                    open: w.open.saturating_add(w.inflight.len() as u32),
+                })
+            };
+            let Some(first) = policy::pick_rr(n, l.next, info) else {
                 self.set_armed(lid, false);
                 return;
             };
@@ -620,7 +859,10 @@ impl Loop {
                     if self.accept_backoff.is_some() {
                         return;
                     }
-                    match listener::accept(&l.fd) {
+                    let Some(fd) = l.fd.as_ref() else {
+                        return;
+                    };
+                    match listener::accept(fd) {
                         Ok(Some(fd)) => Pending {
                             fd: Arc::new(fd),
                             tries: 0,
@@ -651,6 +893,17 @@ impl Loop {
                     }
                 }
             };
+            let pos = match l.policy {
+                Policy::Least => policy::pick_least(n, l.next, info),
+                // Sticky by peer address; a unix peer has none: round robin.
+                Policy::Hash => listener::peer_ip(&conn.fd).and_then(|ip| {
+                    let slot_at = |pos: usize| workers.get(&l.workers[pos]).map_or(0, |w| w.slot);
+                    policy::pick_hash(n, policy::hash_ip(ip), conn.tries, slot_at, info)
+                }),
+                _ => None,
+            }
+            .unwrap_or(first);
+            let wid = l.workers[pos];
             l.next = (pos + 1) % n;
             let cid = self.next_conn;
             self.next_conn += 1;
@@ -665,6 +918,9 @@ impl Loop {
                             tries: conn.tries,
                         },
                     );
+                    if conn.tries == 0 {
+                        self.sup_connection(wid);
+                    }
                 }
                 Err(_) => {
                     if let Some(l) = self.listeners.get_mut(&lid) {
@@ -676,12 +932,16 @@ impl Loop {
         }
     }
 
-    fn acks(&mut self, id: u32, acks: &[(u64, bool)]) {
+    /// A batch of acks from worker `id`, and maybe its load report (`least`).
+    fn acks(&mut self, id: u32, acks: &[(u64, bool)], load: Option<u32>) {
         let mut touched: Vec<u32> = Vec::new();
         {
             let Some(w) = self.workers.get_mut(&id) else {
                 return;
             };
+            if let Some(open) = load {
+                w.open = open;
+            }
             for &(cid, accepted) in acks {
                 let Some(c) = w.inflight.remove(&cid) else {
                     continue;
@@ -779,5 +1039,6 @@ impl Loop {
             code,
             signal,
         });
+        self.sup_exit(id, code, signal);
     }
 }

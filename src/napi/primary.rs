@@ -1,18 +1,17 @@
 //! `Primary`: the JS handle on the reactor, the spawner and the worker table.
 
-use std::collections::HashMap;
 use std::os::fd::{IntoRawFd, OwnedFd};
 use std::sync::Arc;
+use std::time::Duration;
 
 use napi::bindgen_prelude::{Buffer, Function};
 use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi::Result;
 use napi_derive::napi;
-use parking_lot::Mutex;
 
 use super::{dup_js_fd, io_err};
 use crate::channel::Channel;
-use crate::reactor::{Config, Event, Reactor};
+use crate::reactor::{spawn_worker, Config, Event, Handle, Reactor, Registry, SuperviseCmd};
 use crate::spawn::{self, SpawnOptions, Stdio};
 
 /// One event for the primary's JS (batched into an array per callback).
@@ -29,6 +28,11 @@ pub struct PrimaryEvent {
     pub code: Option<i32>,
     pub signal: Option<i32>,
     pub message: Option<String>,
+    /// Supervisor events: the slot, the new worker's pid and pipes, a JSON info object.
+    pub slot: Option<u32>,
+    pub pid: Option<i32>,
+    pub pipes: Option<Vec<i32>>,
+    pub info: Option<String>,
 }
 
 fn to_js(e: Event) -> PrimaryEvent {
@@ -41,6 +45,10 @@ fn to_js(e: Event) -> PrimaryEvent {
         code: None,
         signal: None,
         message: None,
+        slot: None,
+        pid: None,
+        pipes: None,
+        info: None,
     };
     match e {
         Event::Online { worker } => {
@@ -88,6 +96,31 @@ fn to_js(e: Event) -> PrimaryEvent {
             out.worker = worker;
             out.message = Some(message);
         }
+        Event::Spawned {
+            worker,
+            slot,
+            pid,
+            pipes,
+            reason,
+        } => {
+            out.kind = "spawned".into();
+            out.worker = worker;
+            out.slot = Some(slot);
+            out.pid = Some(pid);
+            out.pipes = Some(pipes);
+            out.message = Some(reason);
+        }
+        Event::Supervisor {
+            kind,
+            worker,
+            slot,
+            info,
+        } => {
+            out.kind = format!("sup:{kind}");
+            out.worker = worker;
+            out.slot = Some(slot);
+            out.info = Some(info);
+        }
     }
     out
 }
@@ -113,16 +146,11 @@ pub struct SpawnResult {
     pub pipes: Vec<i32>,
 }
 
-struct Entry {
-    channel: Arc<Channel>,
-    pidfd: Arc<OwnedFd>,
-}
-
 /// The primary's native side.
 #[napi]
 pub struct Primary {
     reactor: Reactor,
-    workers: Mutex<HashMap<u32, Entry>>,
+    registry: Arc<Registry>,
 }
 
 #[napi]
@@ -141,16 +169,28 @@ impl Primary {
         if let Some(w) = window {
             config.window = w.max(1) as usize;
         }
-        let reactor = Reactor::start(sink, config).map_err(io_err)?;
-        Ok(Primary {
-            reactor,
-            workers: Mutex::new(HashMap::new()),
-        })
+        let registry = Arc::new(Registry::default());
+        let reactor = Reactor::start_with(sink, config, registry.clone()).map_err(io_err)?;
+        Ok(Primary { reactor, registry })
     }
 
-    /// Spawns worker `id` and starts watching it.
+    /// The next worker id (shared with the supervisor's restarts).
     #[napi(catch_unwind)]
-    pub fn spawn(&self, id: u32, req: SpawnRequest) -> Result<SpawnResult> {
+    pub fn allocate_id(&self) -> u32 {
+        self.registry.allocate()
+    }
+
+    /// Spawns worker `id` into slot `slot` (default: a new slot numbered like
+    /// the worker) and starts watching it. `supervise` is the JSON supervision
+    /// config of the slot (restart policy, readiness, timeouts...).
+    #[napi(catch_unwind)]
+    pub fn spawn(
+        &self,
+        id: u32,
+        req: SpawnRequest,
+        slot: Option<u32>,
+        supervise: Option<String>,
+    ) -> Result<SpawnResult> {
         let stdio = req
             .stdio
             .iter()
@@ -169,27 +209,58 @@ impl Primary {
             cwd: req.cwd,
             stdio,
         };
-        let (ours, theirs) = Channel::pair().map_err(io_err)?;
-        let spawned = spawn::spawn(&opts, Some(&theirs)).map_err(io_err)?;
-        drop(theirs);
-        let channel = Arc::new(ours);
-        let pidfd = Arc::new(spawned.pidfd);
-        self.workers.lock().insert(
-            id,
-            Entry {
-                channel: channel.clone(),
-                pidfd: pidfd.clone(),
-            },
-        );
-        self.reactor.add_worker(id, channel, pidfd);
+        let config: crate::supervisor::Config = match supervise.as_deref() {
+            Some(json) => serde_json::from_str(json).map_err(|e| {
+                napi::Error::from_reason(format!("invalid supervision settings: {e}"))
+            })?,
+            None => Default::default(),
+        };
+        let slot = slot.unwrap_or(id);
+        let (h, pipes) = spawn_worker(&self.registry, id, &opts).map_err(io_err)?;
+        self.reactor
+            .add_worker(id, slot, h.channel.clone(), h.pidfd.clone());
+        self.reactor.supervise(SuperviseCmd::Slot {
+            worker: id,
+            slot,
+            config: Box::new(config),
+            spawn: Box::new(opts),
+        });
         Ok(SpawnResult {
-            pid: spawned.pid,
-            pipes: spawned
-                .pipes
+            pid: h.pid,
+            pipes: pipes
                 .into_iter()
                 .map(|p| p.map(OwnedFd::into_raw_fd).unwrap_or(-1))
                 .collect(),
         })
+    }
+
+    /// The primary disconnects or kills this worker on purpose: no restart.
+    #[napi(catch_unwind)]
+    pub fn on_purpose(&self, id: u32) {
+        self.reactor
+            .supervise(SuperviseCmd::OnPurpose { worker: id });
+    }
+
+    /// Drains worker `id` (deadline, then SIGTERM, then SIGKILL) and stops its slot.
+    #[napi(catch_unwind)]
+    pub fn retire(&self, id: u32) {
+        self.reactor.supervise(SuperviseCmd::Retire { worker: id });
+    }
+
+    /// Starts a rolling reload; the outcome arrives as a `sup:reloadDone` event.
+    #[napi(catch_unwind)]
+    pub fn reload(&self, concurrency: u32) {
+        self.reactor.supervise(SuperviseCmd::Reload {
+            concurrency: concurrency.max(1) as usize,
+        });
+    }
+
+    /// Graceful stop of every worker within `timeout_ms`; ends with `sup:shutdownDone`.
+    #[napi(catch_unwind)]
+    pub fn shutdown(&self, timeout_ms: u32) {
+        self.reactor.supervise(SuperviseCmd::Shutdown {
+            timeout: Duration::from_millis(timeout_ms as u64),
+        });
     }
 
     /// Sends a user message to worker `id`; returns the bytes still queued.
@@ -216,14 +287,9 @@ impl Primary {
     /// Signals worker `id` through its pidfd (never a recycled pid).
     #[napi(catch_unwind)]
     pub fn kill(&self, id: u32, signal: i32) -> Result<()> {
-        let pidfd = {
-            let w = self.workers.lock();
-            match w.get(&id) {
-                Some(e) => e.pidfd.clone(),
-                None => {
-                    return Err(io_err(std::io::Error::from_raw_os_error(libc::ESRCH)));
-                }
-            }
+        let pidfd = match self.handle(id) {
+            Some(h) => h.pidfd,
+            None => return Err(io_err(std::io::Error::from_raw_os_error(libc::ESRCH))),
         };
         spawn::signal(&pidfd, signal).map_err(io_err)
     }
@@ -238,36 +304,36 @@ impl Primary {
     /// the worker sees end of file, the reactor reports the disconnect.
     #[napi(catch_unwind)]
     pub fn close_channel(&self, id: u32) {
-        if let Some(e) = self.workers.lock().get(&id) {
-            e.channel.shutdown();
+        if let Some(h) = self.handle(id) {
+            h.channel.shutdown();
         }
     }
 
     /// Drops the table entry of an exited worker.
     #[napi(catch_unwind)]
     pub fn forget(&self, id: u32) {
-        self.workers.lock().remove(&id);
+        self.registry.workers.lock().remove(&id);
     }
 
     /// Stops the reactor (listeners close; workers see their channel close).
     #[napi(catch_unwind)]
     pub fn close(&mut self) {
-        for (_, e) in self.workers.lock().drain() {
-            e.channel.shutdown();
+        for (_, h) in self.registry.workers.lock().drain() {
+            h.channel.shutdown();
         }
         self.reactor.stop();
     }
 
+    fn handle(&self, id: u32) -> Option<Handle> {
+        self.registry.workers.lock().get(&id).cloned()
+    }
+
     fn channel(&self, id: u32) -> Result<Arc<Channel>> {
-        self.workers
-            .lock()
-            .get(&id)
-            .map(|e| e.channel.clone())
-            .ok_or_else(|| {
-                io_err(std::io::Error::new(
-                    std::io::ErrorKind::NotConnected,
-                    "worker is gone",
-                ))
-            })
+        self.handle(id).map(|h| h.channel).ok_or_else(|| {
+            io_err(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                "worker is gone",
+            ))
+        })
     }
 }
