@@ -12,8 +12,110 @@ import type { Cluster } from 'node:cluster';
 export { Worker } from 'node:cluster';
 export type { Address, Cluster, ClusterSettings } from 'node:cluster';
 
+/**
+ * A dispatch policy: Node's `SCHED_NONE` (1) and `SCHED_RR` (2), rcluster's
+ * `SCHED_REUSEPORT` (3), `SCHED_LEAST` (4), `SCHED_HASH` (5), or their names.
+ */
+export type SchedulingPolicy = 1 | 2 | 3 | 4 | 5 | 'none' | 'rr' | 'reuseport' | 'least' | 'hash';
+
+/** rcluster's settings beside Node's (`setupPrimary(settings)`). */
+export interface RClusterDispatchSettings {
+  /** The dispatch policy, set before the first fork (frozen then, like `cluster.schedulingPolicy`). */
+  schedulingPolicy?: SchedulingPolicy;
+  /** `reuseport`: ms a dead worker's slot socket waits for its replacement (default 5000). */
+  reusePortHold?: number;
+}
+
+/**
+ * Supervision settings (rcluster extensions; off unless `restart` is set).
+ * Times are in milliseconds. Set primary-wide with `setupPrimary()`, or per
+ * fork with `cluster.fork(env, settings)`.
+ */
+export interface SupervisionSettings {
+  /** Which exits restart the worker's slot (default 'never', Node's behaviour). `true` = 'always'. */
+  restart?: 'never' | 'always' | 'on-failure' | boolean;
+  /** Exit codes that mean "stopped on purpose": never restarted. */
+  stopExitCodes?: number[];
+  /** Delay before restarting a worker that ran at least `minUptime` (default 0). */
+  restartDelay?: number;
+  /** First back-off delay after an unstable exit (default 100), multiplied by `backoffFactor` (2) each time, up to `backoffMax` (15000). */
+  backoffInitial?: number;
+  backoffMax?: number;
+  backoffFactor?: number;
+  /** A worker that dies sooner than this was unstable (default 1000). */
+  minUptime?: number;
+  /** Consecutive unstable exits after which the slot stops with a 'crashloop' event (default 16). */
+  maxRestarts?: number;
+  /** A new worker is ready when it listens (default) or when it calls `cluster.worker.ready()` / `process.send('ready')`. */
+  readiness?: 'listening' | 'message';
+  /** 'unready' event and a failed start past this (default 30000; 0: no limit). */
+  readyTimeout?: number;
+  /** Time a retiring worker (reload, recycle, scale down, shutdown) gets to finish by itself before SIGTERM (default 10000). */
+  drainTimeout?: number;
+  /** Time between SIGTERM and SIGKILL (default 5000). */
+  killTimeout?: number;
+  /** Heartbeats answered by each worker's event loop (default 0: off); a worker silent for `heartbeatTimeout` (5000) is killed and replaced. */
+  heartbeatInterval?: number;
+  heartbeatTimeout?: number;
+  /** Replace a worker after this many connections (default 0: never), moved by +/- `recycleJitter` (0.1) at random. */
+  recycleConnections?: number;
+  recycleJitter?: number;
+  /** Replace a worker whose RSS exceeds this many bytes (default 0: never). */
+  maxMemory?: number;
+  /** SIGHUP reloads, SIGTERM/SIGINT shut down gracefully and exit (default false). */
+  signals?: boolean;
+  /** Deadline of the SIGTERM/SIGINT shutdown (default 10000). */
+  shutdownTimeout?: number;
+}
+
+/** What a supervisor event carries besides the worker. */
+export interface SupervisorInfo {
+  slot: number;
+  reason?: string;
+  delay?: number;
+  unstable?: number;
+  phase?: 'start' | 'retire' | 'done';
+  old?: number;
+  new?: number;
+}
+
+declare module 'cluster' {
+  interface ClusterSettings extends RClusterDispatchSettings, SupervisionSettings {}
+  interface Worker {
+    /** rcluster: the supervision slot this worker serves (kept across restarts). */
+    readonly slot?: number;
+    /** rcluster, in a worker: signal readiness (`readiness: 'message'`). */
+    ready?(): void;
+  }
+}
+
+declare module 'net' {
+  interface ListenOptions {
+    /** rcluster, in a worker: this listener's dispatch policy (the first worker to listen on a key decides). */
+    schedulingPolicy?: SchedulingPolicy;
+  }
+}
+
 /** The `cluster` object rcluster exports: Node's `Cluster`, plus extensions. */
-export interface RCluster extends Cluster {}
+export interface RCluster extends Cluster {
+  /** One `SO_REUSEPORT` socket per worker slot, held by the primary; workers accept. */
+  readonly SCHED_REUSEPORT: 3;
+  /** The worker with the fewest open connections gets the next one. */
+  readonly SCHED_LEAST: 4;
+  /** A hash of the client's address picks the worker (sticky). */
+  readonly SCHED_HASH: 5;
+  /** `fork(env, settings)`: per-fork supervision settings. */
+  fork(env?: any, settings?: SupervisionSettings): import('node:cluster').Worker;
+  /** Rolling reload of every slot; rejects (keeping the old workers) if a new worker is not ready. */
+  reload(options?: { concurrency?: number }): Promise<void>;
+  /** Stops accepting, drains every worker, SIGKILLs what is left at `timeout` (default 10000 ms). */
+  shutdown(options?: { timeout?: number }): Promise<void>;
+  /** Forks or drains workers to reach `n`; returns the workers kept or added. */
+  scale(n: number, env?: any): import('node:cluster').Worker[];
+  on(event: 'restart' | 'backoff' | 'crashloop' | 'unready' | 'unresponsive' | 'recycle' | 'reload' | 'ready',
+    listener: (worker: import('node:cluster').Worker | null, info: SupervisorInfo) => void): this;
+  on(event: string, listener: (...args: any[]) => void): this;
+}
 
 declare const cluster: RCluster;
 export default cluster;

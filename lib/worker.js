@@ -112,6 +112,7 @@ function drain() {
   if (draining) return;
   draining = true;
   if (cluster.worker) cluster.worker.exitedAfterDisconnect = true;
+  sendFrame(F.EXITED_AFTER_DISCONNECT, undefined);
   const servers = new Set();
   for (const { server } of listeners.values()) if (server) servers.add(server);
   for (const server of servers) {

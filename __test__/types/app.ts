@@ -20,3 +20,14 @@ if (cluster.isPrimary) {
   cluster.worker?.on('message', (m: unknown) => process.send?.(m));
   http.createServer((_req, res) => res.end('ok')).listen(0);
 }
+
+// rcluster's extensions are typed too.
+async function extensions(): Promise<void> {
+  cluster.setupPrimary({ restart: 'on-failure', maxRestarts: 5, readiness: 'message', signals: true });
+  cluster.fork({}, { restart: 'always' });
+  cluster.on('crashloop', (worker, info) => console.log(worker?.id, info.slot, info.reason));
+  await cluster.reload({ concurrency: 1 });
+  cluster.scale(2);
+  await cluster.shutdown({ timeout: 5000 });
+}
+void extensions;
