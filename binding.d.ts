@@ -42,6 +42,11 @@ export declare class Primary {
    * the worker sees end of file, the reactor reports the disconnect.
    */
   closeChannel(id: number): void
+  /**
+   * The dispatcher's connection accounting (`cluster._rclusterCounters()`),
+   * or `null` once the reactor has stopped.
+   */
+  counters(): DispatchCounters | null
   /** Drops the table entry of an exited worker. */
   forget(id: number): void
   /** Stops the reactor (listeners close; workers see their channel close). */
@@ -72,6 +77,18 @@ export declare class WorkerChannel {
 
 /** Closes an fd that JS received but cannot use. */
 export declare function closeFd(fd: number): void
+
+/**
+ * See [`crate::reactor::Counters`]: once nothing is held,
+ * `accepted === acknowledged + closed`.
+ */
+export interface DispatchCounters {
+  accepted: number
+  acknowledged: number
+  redispatched: number
+  closed: number
+  held: number
+}
 
 /** Duplicates an fd (close-on-exec); JS owns the copy. */
 export declare function dupFd(fd: number): number

@@ -5,6 +5,7 @@ import cluster from './index.js';
 export default cluster;
 export const {
   isPrimary, isMaster, isWorker, worker, workers, Worker,
-  SCHED_NONE, SCHED_RR, fork, setupPrimary, setupMaster, disconnect,
+  SCHED_NONE, SCHED_RR, SCHED_REUSEPORT, SCHED_LEAST, SCHED_HASH,
+  fork, setupPrimary, setupMaster, disconnect,
 } = cluster;
 export const { schedulingPolicy, settings } = cluster;

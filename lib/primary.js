@@ -293,6 +293,7 @@ function createWorkerProcess(id, env, overrides) {
     policy: POLICY_NAMES.get(schedulingPolicy),
     reusePortHold: reusePortHold(settings),
     bootstrap: BOOTSTRAP,
+    retireOnUncaughtException: !!({ ...settings, ...overrides }).retireOnUncaughtException,
     // Node's spawn changes credentials between fork and exec; posix_spawn
     // cannot, so the bootstrap drops them before any user code runs.
     uid: settings.uid == null ? undefined : settings.uid,
@@ -503,7 +504,7 @@ function installSignals() {
 }
 
 const SUPERVISOR_EVENTS = new Set([
-  'restart', 'backoff', 'crashloop', 'unready', 'unresponsive', 'recycle', 'reload', 'ready', 'error',
+  'restart', 'backoff', 'crashloop', 'unready', 'unresponsive', 'recycle', 'reload', 'ready', 'retire', 'error',
 ]);
 
 function onSupervisor(ev) {
@@ -531,6 +532,15 @@ function onSupervisor(ev) {
   }
   cluster.emit(kind, worker, info);
 }
+
+// Test and diagnostic hook (not a public API; a public cluster.stats() may
+// come later): the Rust dispatcher's connection accounting, read on its
+// thread. { accepted, acknowledged, redispatched, closed, held }; once
+// nothing is held, accepted === acknowledged + closed. null before the first
+// fork and after the reactor stopped.
+cluster._rclusterCounters = function _rclusterCounters() {
+  return core === null ? null : core.counters();
+};
 
 cluster.disconnect = function disconnect(cb) {
   const workers = Object.values(cluster.workers);

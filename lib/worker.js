@@ -65,6 +65,7 @@ cluster._setupWorker = function setupWorker(cfg) {
       process.exit(0);
     }
   });
+  if (cfg.retireOnUncaughtException) retireOnUncaughtException();
   sendFrame(F.ONLINE, undefined);
 };
 
@@ -91,6 +92,24 @@ function onControl(msg) {
 Worker.prototype.ready = function ready() {
   sendControl({ op: 'ready' });
 };
+
+/**
+ * Graceful self-retire (rcluster extension): the primary stops sending this
+ * worker connections, starts its replacement at once, and this worker
+ * finishes its open connections and leaves (or is killed at the deadline).
+ */
+Worker.prototype.retire = function retire(reason) {
+  sendControl({ op: 'retire', reason: reason === undefined ? '' : String(reason) });
+};
+
+/** `retireOnUncaughtException: true`: log the error, then retire gracefully. */
+function retireOnUncaughtException() {
+  process.on('uncaughtException', (err, origin) => {
+    process.stderr.write(`rcluster: worker ${cluster.worker.id} (pid ${process.pid}) ${origin || 'uncaughtException'}: ${
+      err && err.stack ? err.stack : String(err)}\n`);
+    cluster.worker.retire(err && err.message ? err.message : String(err));
+  });
+}
 
 function httpConnections(server) {
   const sym = Object.getOwnPropertySymbols(server)

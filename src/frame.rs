@@ -55,6 +55,9 @@ pub enum Kind {
     /// primary -> worker: one accepted connection; payload is the listener id (u32), one fd.
     Conn = 5,
     /// worker -> primary: batch of connection ids taken (payload: n x u64).
+    /// The header's `id` is a load report: 0 says nothing, `n + 1` says the
+    /// worker has `n` open connections it took from the primary (the `least`
+    /// policy's count; see [`load_of_ack`]). An empty payload is a report alone.
     Ack = 6,
     /// worker -> primary: the worker's server for a listener closed (payload: u32).
     CloseListen = 7,
@@ -252,6 +255,16 @@ pub fn decode_acks(payload: &[u8]) -> Result<Vec<(u64, bool)>, FrameError> {
             (v & !(1 << 63), v & (1 << 63) == 0)
         })
         .collect())
+}
+
+/// The header `id` of an [`Kind::Ack`] frame reporting `open` connections.
+pub fn ack_load_id(open: Option<u32>) -> u64 {
+    open.map_or(0, |n| u64::from(n) + 1)
+}
+
+/// The open-connection count an [`Kind::Ack`] header `id` reports, if any.
+pub fn load_of_ack(id: u64) -> Option<u32> {
+    id.checked_sub(1).map(|n| n.min(u64::from(u32::MAX)) as u32)
 }
 
 /// Decodes a 4-byte little-endian listener id payload.

@@ -57,9 +57,15 @@ pub struct ListenRequest {
     /// Requested backlog (Node passes odd values through; only numbers count).
     #[serde(default)]
     pub backlog: Option<serde_json::Value>,
-    /// Scheduling: "rr" or "none".
+    /// Scheduling: "rr", "none", "reuseport", "least" or "hash" (see
+    /// [`crate::policy::Policy::for_listener`]). The first request for a key
+    /// decides; later workers join the listener as it is.
     #[serde(default)]
     pub policy: Option<String>,
+    /// `reuseport`: how long (ms) a slot's socket outlives its worker, waiting
+    /// for a replacement in the same slot.
+    #[serde(default)]
+    pub reuse_port_hold: Option<u64>,
     /// The server's `_getServerData()` (tls: session ticket keys). The
     /// first worker's data is kept per key and given to every worker.
     #[serde(default)]
@@ -280,6 +286,58 @@ pub fn bind(req: &ListenRequest) -> Result<Bound, i32> {
     }
 }
 
+/// One member of a `SO_REUSEPORT` group for a TCP request: the first (`at`
+/// is `None`) binds the request's address and port like [`bind`] (`::`
+/// dual-stack falling back to `0.0.0.0`, port 0 picks a port); the others
+/// bind exactly the address and port the first one got (`at`), so
+/// `listen(0)` still gives every worker the same port. The kernel spreads
+/// incoming connections over the group's sockets.
+pub fn bind_reuseport(req: &ListenRequest, at: Option<&SockName>) -> Result<Bound, i32> {
+    if req.kind() != Kind::Tcp {
+        return Err(-libc::EINVAL);
+    }
+    let backlog = backlog_of(req);
+    let v6only = req.flags() & FLAG_IPV6ONLY != 0;
+    let one = |ip: IpAddr, port: u16| -> io::Result<OwnedFd> {
+        let s = tcp_socket(if ip.is_ipv6() {
+            Domain::IPV6
+        } else {
+            Domain::IPV4
+        })?;
+        s.set_reuse_port(true)?;
+        if ip.is_ipv6() {
+            s.set_only_v6(v6only)?;
+        }
+        bind_listen(s, &SockAddr::from(SocketAddr::new(ip, port)), backlog)
+    };
+    if let Some(at) = at {
+        let ip: IpAddr = at.address.parse().map_err(|_| -libc::EINVAL)?;
+        return one(ip, at.port).map(Bound::from).map_err(|e| uv_err(&e));
+    }
+    let port = req.port.unwrap_or(0);
+    if !(0..=65535).contains(&port) {
+        return Err(-libc::EINVAL);
+    }
+    let port = port as u16;
+    match req.address.as_deref() {
+        None | Some("") => one(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port)
+            .or_else(|_| one(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port))
+            .map(Bound::from)
+            .map_err(|e| uv_err(&e)),
+        Some(a) => {
+            let ip: IpAddr = a.parse().map_err(|_| -libc::EINVAL)?;
+            one(ip, port).map(Bound::from).map_err(|e| uv_err(&e))
+        }
+    }
+}
+
+/// The IP address of a connected socket's peer (`getpeername`); `None` for
+/// unix sockets or when the peer is already gone.
+pub fn peer_ip(fd: &OwnedFd) -> Option<IpAddr> {
+    let s = socket2::SockRef::from(fd);
+    Some(s.peer_addr().ok()?.as_socket()?.ip())
+}
+
 /// A datagram socket for a dgram `bind()` routed to the primary, the way
 /// Node's primary makes one (`dgram._createSocketHandle`, libuv's
 /// `uv_udp_bind`): `udp6` honours `UV_UDP_IPV6ONLY`, `reuseAddr` sets
@@ -369,6 +427,7 @@ mod tests {
             flags: None,
             backlog: None,
             policy: None,
+            reuse_port_hold: None,
             data: None,
         }
     }
@@ -493,6 +552,42 @@ mod tests {
         assert_eq!(bind(&stream_fd).err(), Some(-libc::EINVAL));
         stream_fd.fd = Some(1_000_000);
         assert_eq!(bind(&stream_fd).err(), Some(-libc::EBADF));
+    }
+
+    #[test]
+    fn reuseport_group_shares_one_port_and_peer_ip() {
+        let first = bind_reuseport(&req(Some("127.0.0.1"), 0, 4), None)
+            .unwrap()
+            .fd;
+        let name = sockname(&first).unwrap();
+        assert!(name.port > 0);
+        let second = bind_reuseport(&req(Some("127.0.0.1"), 0, 4), Some(&name))
+            .unwrap()
+            .fd;
+        assert_eq!(sockname(&second).unwrap(), name);
+        // A plain (non-reuseport) bind of that port is refused.
+        assert_eq!(
+            bind(&req(Some("127.0.0.1"), name.port as i64, 4)).err(),
+            Some(-libc::EADDRINUSE)
+        );
+        // Connections land on one of the two; the peer is the loopback.
+        let _c = std::net::TcpStream::connect(("127.0.0.1", name.port)).unwrap();
+        let mut got = None;
+        for _ in 0..200 {
+            got = accept(&first).unwrap().or(accept(&second).unwrap());
+            if got.is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let conn = got.expect("a connection on the group");
+        assert_eq!(peer_ip(&conn), Some(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        assert_eq!(peer_ip(&first), None, "a listener has no peer");
+        // Unix paths cannot form a group.
+        assert_eq!(
+            bind_reuseport(&req(Some("/tmp/x.sock"), -1, -1), None).err(),
+            Some(-libc::EINVAL)
+        );
     }
 
     #[test]

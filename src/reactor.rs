@@ -95,7 +95,27 @@ enum Command {
         id: u32,
     },
     Supervise(SuperviseCmd),
+    Counters(Sender<Counters>),
     Stop,
+}
+
+/// Connection accounting of the dispatcher (see [`Reactor::counters`]).
+/// Once nothing is held, `accepted == acknowledged + closed`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Connections the primary accepted (`rr`, `least`, `hash`, and what a
+    /// closing `reuseport` slot socket drained).
+    pub accepted: u64,
+    /// Connections a worker acknowledged taking: it owns them now.
+    pub acknowledged: u64,
+    /// Times a connection went back to the queue for another worker: its
+    /// worker died or disconnected before acknowledging it, or refused it.
+    pub redispatched: u64,
+    /// Connections the primary closed without any worker taking them: every
+    /// worker refused it, or its listener closed while it waited.
+    pub closed: u64,
+    /// Connections held right now: queued, or sent and not yet acknowledged.
+    pub held: u64,
 }
 
 /// Tunables of the reactor.
@@ -169,6 +189,14 @@ impl Reactor {
     /// Sends a command to the supervisor.
     pub fn supervise(&self, cmd: SuperviseCmd) {
         self.command(Command::Supervise(cmd));
+    }
+
+    /// The dispatcher's connection accounting, read on the reactor thread
+    /// (`None` when the reactor has stopped or does not answer within 2 s).
+    pub fn counters(&self) -> Option<Counters> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.command(Command::Counters(tx));
+        rx.recv_timeout(Duration::from_secs(2)).ok()
     }
 
     /// Stops the thread and waits for it.
@@ -279,6 +307,7 @@ struct Loop {
     accept_backoff: Option<Instant>,
     stopping: bool,
     sup: supervise::State,
+    counters: Counters,
 }
 
 impl Loop {
@@ -306,6 +335,7 @@ impl Loop {
             accept_backoff: None,
             stopping: false,
             sup: supervise::State::new(registry),
+            counters: Counters::default(),
         })
     }
 
@@ -386,6 +416,20 @@ impl Loop {
                 } => self.add_worker(id, slot, channel, pidfd),
                 Command::Disconnect { id } => self.disconnect_cmd(id),
                 Command::Supervise(c) => self.sup_command(c),
+                Command::Counters(reply) => {
+                    let mut c = self.counters;
+                    c.held = self
+                        .listeners
+                        .values()
+                        .map(|l| l.pending.len() as u64)
+                        .sum::<u64>()
+                        + self
+                            .workers
+                            .values()
+                            .map(|w| w.inflight.len() as u64)
+                            .sum::<u64>();
+                    let _ = reply.send(c);
+                }
                 Command::Stop => self.stopping = true,
             }
         }
@@ -719,7 +763,7 @@ impl Loop {
             }
         }
         for slot in release {
-            Self::release_slot(l, slot);
+            Self::release_slot(l, slot, &mut self.counters);
         }
         let held = l.slots.values().any(|s| s.expires.is_some());
         if l.workers.is_empty() && !held && !supervised {
@@ -731,9 +775,10 @@ impl Loop {
 
     /// `reuseport`: closes a slot's socket after accepting what queued on it
     /// (those connections go to the listener's other workers).
-    fn release_slot(l: &mut Listener, slot: u32) {
+    fn release_slot(l: &mut Listener, slot: u32, counters: &mut Counters) {
         if let Some(s) = l.slots.remove(&slot) {
             while let Ok(Some(fd)) = listener::accept(&s.fd) {
+                counters.accepted += 1;
                 l.pending.push_back(Pending {
                     fd: Arc::new(fd),
                     tries: 0,
@@ -773,7 +818,7 @@ impl Loop {
                 .map(|(slot, _)| *slot)
                 .collect();
             for slot in expired {
-                Self::release_slot(l, slot);
+                Self::release_slot(l, slot, &mut self.counters);
             }
             let held = l.slots.values().any(|s| s.expires.is_some());
             if l.workers.is_empty() && !held {
@@ -792,6 +837,7 @@ impl Loop {
                 }
             }
             self.keys.remove(&l.key);
+            self.counters.closed += l.pending.len() as u64;
             // Pending connections are closed with it: nobody is left to serve them.
             // Like libuv closing a pipe server it bound, remove the socket file.
             if let Some(path) = &l.unlink {
@@ -863,10 +909,13 @@ impl Loop {
                         return;
                     };
                     match listener::accept(fd) {
-                        Ok(Some(fd)) => Pending {
-                            fd: Arc::new(fd),
-                            tries: 0,
-                        },
+                        Ok(Some(fd)) => {
+                            self.counters.accepted += 1;
+                            Pending {
+                                fd: Arc::new(fd),
+                                tries: 0,
+                            }
+                        }
                         Ok(None) => {
                             self.set_armed(lid, true);
                             return;
@@ -950,14 +999,20 @@ impl Loop {
                     touched.push(c.listener);
                 }
                 if accepted {
+                    self.counters.acknowledged += 1;
                     continue; // our reference drops: the worker owns the connection now
                 }
-                if let Some(l) = self.listeners.get_mut(&c.listener) {
-                    let tries = c.tries + 1;
-                    if (tries as usize) < l.workers.len().max(1) {
-                        l.pending.push_back(Pending { fd: c.fd, tries });
+                match self.listeners.get_mut(&c.listener) {
+                    Some(l) if ((c.tries + 1) as usize) < l.workers.len().max(1) => {
+                        self.counters.redispatched += 1;
+                        l.pending.push_back(Pending {
+                            fd: c.fd,
+                            tries: c.tries + 1,
+                        });
                     }
-                    // else: every worker refused it (maxConnections); it closes here.
+                    // Every worker refused it (maxConnections), or its
+                    // listener is gone: it closes here.
+                    _ => self.counters.closed += 1,
                 }
             }
             for lid in &w.listening {
@@ -996,6 +1051,7 @@ impl Loop {
         let mut touched = Vec::new();
         for (_, c) in back {
             if let Some(l) = self.listeners.get_mut(&c.listener) {
+                self.counters.redispatched += 1;
                 l.pending.push_front(Pending {
                     fd: c.fd,
                     tries: c.tries,
@@ -1003,6 +1059,8 @@ impl Loop {
                 if !touched.contains(&c.listener) {
                     touched.push(c.listener);
                 }
+            } else {
+                self.counters.closed += 1; // its listener closed meanwhile
             }
         }
         for lid in lids {

@@ -32,7 +32,7 @@ impl FakeWorker {
         };
         let s = spawn::spawn(&opts, None).unwrap();
         let pidfd = Arc::new(s.pidfd);
-        reactor.add_worker(id, Arc::new(primary), pidfd.clone());
+        reactor.add_worker(id, id, Arc::new(primary), pidfd.clone());
         FakeWorker {
             ch: Channel::new(theirs).unwrap(),
             inbox: Inbox::default(),

@@ -125,6 +125,17 @@ fn to_js(e: Event) -> PrimaryEvent {
     out
 }
 
+/// See [`crate::reactor::Counters`]: once nothing is held,
+/// `accepted === acknowledged + closed`.
+#[napi(object)]
+pub struct DispatchCounters {
+    pub accepted: f64,
+    pub acknowledged: f64,
+    pub redispatched: f64,
+    pub closed: f64,
+    pub held: f64,
+}
+
 /// How to start one worker.
 #[napi(object)]
 pub struct SpawnRequest {
@@ -307,6 +318,19 @@ impl Primary {
         if let Some(h) = self.handle(id) {
             h.channel.shutdown();
         }
+    }
+
+    /// The dispatcher's connection accounting (`cluster._rclusterCounters()`),
+    /// or `null` once the reactor has stopped.
+    #[napi(catch_unwind)]
+    pub fn counters(&self) -> Option<DispatchCounters> {
+        self.reactor.counters().map(|c| DispatchCounters {
+            accepted: c.accepted as f64,
+            acknowledged: c.acknowledged as f64,
+            redispatched: c.redispatched as f64,
+            closed: c.closed as f64,
+            held: c.held as f64,
+        })
     }
 
     /// Drops the table entry of an exited worker.

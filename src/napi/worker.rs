@@ -118,15 +118,23 @@ impl WorkerChannel {
         Ok(ch.queued_bytes().min(u32::MAX as usize) as u32)
     }
 
-    /// Acknowledges connections: taken ones and refused ones.
+    /// Acknowledges connections: taken ones and refused ones. `open`, when
+    /// given, reports the worker's open connections (the `least` policy's
+    /// count) on the same frame; with nothing to acknowledge it is sent alone.
     #[napi(catch_unwind)]
-    pub fn ack(&self, accepted: Vec<f64>, refused: Vec<f64>) -> Result<()> {
+    pub fn ack(&self, accepted: Vec<f64>, refused: Vec<f64>, open: Option<u32>) -> Result<()> {
         let io = self.io()?;
         let mut acks: Vec<(u64, bool)> = accepted.iter().map(|i| (*i as u64, true)).collect();
         acks.extend(refused.iter().map(|i| (*i as u64, false)));
+        let load = frame::ack_load_id(open);
+        if acks.is_empty() && open.is_some() {
+            io.channel()
+                .send_frame(Kind::Ack, 0, load, &[], None)
+                .map_err(io_err)?;
+        }
         for chunk in acks.chunks(frame::MAX_PAYLOAD / 8) {
             io.channel()
-                .send_frame(Kind::Ack, 0, 0, &frame::encode_acks(chunk), None)
+                .send_frame(Kind::Ack, 0, load, &frame::encode_acks(chunk), None)
                 .map_err(io_err)?;
         }
         Ok(())

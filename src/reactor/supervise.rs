@@ -348,6 +348,11 @@ impl Loop {
                 let v: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
                 match v["op"].as_str() {
                     Some("ready") => true,
+                    Some("retire") => {
+                        let reason = v["reason"].as_str().unwrap_or("").to_string();
+                        self.self_retire(worker, reason);
+                        false
+                    }
                     Some("pong") => {
                         if let Some(w) = self.sup.workers.get_mut(&worker) {
                             if v["seq"].as_u64() == Some(w.ping_seq) {
@@ -692,6 +697,52 @@ impl Loop {
                 slot,
                 format!("worker {worker} served {n} connections (maxConnections with jitter)"),
             );
+        }
+    }
+
+    /// The worker asked to go (`cluster.worker.retire()`): it gets no new
+    /// connection from now on, its replacement starts at once, and it drains
+    /// (deadline, then SIGTERM, then SIGKILL).
+    fn self_retire(&mut self, worker: u32, reason: String) {
+        let Some(w) = self.sup.workers.get(&worker) else {
+            return;
+        };
+        if w.retiring || self.sup.shutting_down {
+            return;
+        }
+        let slot = w.slot;
+        let reason = if reason.is_empty() {
+            format!("worker {worker} asked to retire")
+        } else {
+            format!("worker {worker} asked to retire: {reason}")
+        };
+        self.sup_event("retire", worker, slot, info(&[("reason", reason.into())]));
+        // Out of dispatch at once wherever another worker serves the same
+        // listener; where it is the only one, it keeps the listener (and its
+        // port) until its replacement is ready, then drains like a reload.
+        let shared: Vec<u32> = self
+            .workers
+            .get(&worker)
+            .map(|ws| {
+                ws.listening
+                    .iter()
+                    .copied()
+                    .filter(|lid| {
+                        self.listeners
+                            .get(lid)
+                            .is_some_and(|l| l.workers.iter().any(|w| *w != worker))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(ws) = self.workers.get_mut(&worker) {
+            ws.listening.retain(|lid| !shared.contains(lid));
+        }
+        for lid in shared {
+            self.leave_listener(worker, lid);
+        }
+        if self.spawn_into(slot, Some(worker), "retire").is_none() {
+            self.retire(worker, None);
         }
     }
 

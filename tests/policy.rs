@@ -1,0 +1,496 @@
+//! Dispatch policies end to end in the reactor, with test threads playing the
+//! workers: `least` prefers the idle worker, `hash` is sticky by peer address
+//! and only moves a removed worker's clients, the window keeps connections
+//! away from a stuck worker under every primary-accepting policy, and
+//! `reuseport` keeps the connections queued on a slot's socket across a
+//! worker restart.
+
+use std::io::{Read as _, Write as _};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use rcluster::channel::{Channel, Inbox, Incoming, Read};
+use rcluster::frame::{self, Kind};
+use rcluster::listener;
+use rcluster::policy;
+use rcluster::reactor::{Config, Event, Reactor};
+use rcluster::spawn::{self, SpawnOptions, Stdio};
+
+struct FakeWorker {
+    ch: Channel,
+    inbox: Inbox,
+    pidfd: Arc<OwnedFd>,
+}
+
+struct Reply {
+    lid: u32,
+    port: u16,
+    policy: String,
+    fd: Option<OwnedFd>,
+}
+
+impl FakeWorker {
+    /// A real process (for the pidfd) whose channel end this test holds.
+    fn start(reactor: &Reactor, id: u32, slot: u32) -> FakeWorker {
+        let (primary, theirs) = Channel::pair().unwrap();
+        let opts = SpawnOptions {
+            file: "/bin/sleep".into(),
+            argv: vec!["sleep".into(), "30".into()],
+            stdio: vec![Stdio::Ignore, Stdio::Ignore, Stdio::Ignore],
+            ..Default::default()
+        };
+        let s = spawn::spawn(&opts, None).unwrap();
+        let pidfd = Arc::new(s.pidfd);
+        reactor.add_worker(id, slot, Arc::new(primary), pidfd.clone());
+        FakeWorker {
+            ch: Channel::new(theirs).unwrap(),
+            inbox: Inbox::default(),
+            pidfd,
+        }
+    }
+
+    fn next(&mut self) -> Option<Incoming> {
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end {
+            match self.inbox.read(&self.ch).unwrap() {
+                Read::Frame(f) => return Some(f),
+                Read::Partial => continue,
+                Read::Empty => std::thread::sleep(Duration::from_millis(2)),
+                Read::Eof => return None,
+            }
+        }
+        None
+    }
+
+    /// Reads frames for `ms` and returns the connections among them.
+    fn conns_for(&mut self, ms: u64) -> Vec<Incoming> {
+        let end = Instant::now() + Duration::from_millis(ms);
+        let mut out = Vec::new();
+        while Instant::now() < end {
+            match self.inbox.read(&self.ch).unwrap() {
+                Read::Frame(f) if f.kind == Kind::Conn => out.push(f),
+                Read::Frame(_) | Read::Partial => {}
+                Read::Empty => std::thread::sleep(Duration::from_millis(2)),
+                Read::Eof => break,
+            }
+        }
+        out
+    }
+
+    fn listen(&mut self, key: &str, port: u16, policy: &str, extra: &str) -> Reply {
+        let req = format!(
+            r#"{{"key":"{key}","address":"127.0.0.1","port":{port},"addressType":4,"flags":0,"policy":"{policy}"{extra}}}"#
+        );
+        self.ch
+            .send_frame(Kind::ListenRequest, 0, 7, req.as_bytes(), None)
+            .unwrap();
+        let reply = loop {
+            let f = self.next().expect("listen reply");
+            if f.kind == Kind::ListenReply {
+                break f;
+            }
+        };
+        let v: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+        assert_eq!(v["errno"], 0, "{v}");
+        Reply {
+            lid: v["key"].as_u64().unwrap() as u32,
+            port: v["sockname"]["port"].as_u64().unwrap() as u16,
+            policy: v["policy"].as_str().unwrap().to_string(),
+            fd: reply.fd,
+        }
+    }
+
+    /// Acknowledges `ids` as taken; `open` is the load report (`least`).
+    fn ack(&self, ids: &[u64], open: Option<u32>) {
+        let acks: Vec<(u64, bool)> = ids.iter().map(|i| (*i, true)).collect();
+        self.ch
+            .send_frame(
+                Kind::Ack,
+                0,
+                frame::ack_load_id(open),
+                &frame::encode_acks(&acks),
+                None,
+            )
+            .unwrap();
+    }
+
+    fn kill(&self) {
+        let _ = spawn::signal(&self.pidfd, libc::SIGKILL);
+    }
+}
+
+impl Drop for FakeWorker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn reactor(window: usize) -> (Reactor, Receiver<Event>) {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let r = Reactor::start(
+        Box::new(move |batch| {
+            for e in batch {
+                let _ = tx.send(e);
+            }
+        }),
+        Config { window },
+    )
+    .unwrap();
+    (r, rx)
+}
+
+fn wait_event(rx: &Receiver<Event>, pred: impl Fn(&Event) -> bool) -> Event {
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(e) if pred(&e) => return e,
+            Ok(_) => continue,
+            Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
+                panic!("event not seen")
+            }
+        }
+    }
+}
+
+/// A client connection from source address 127.0.0.`host`.
+fn connect_from(host: u8, port: u16) -> TcpStream {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let src = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, host)), 0);
+    s.bind(&src.into()).unwrap();
+    s.connect(&SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port).into())
+        .unwrap();
+    s.into()
+}
+
+/// Accepts on a listening socket until `n` connections came or 5 s passed.
+fn accept_n(fd: &OwnedFd, n: usize) -> Vec<OwnedFd> {
+    let end = Instant::now() + Duration::from_secs(5);
+    let mut out = Vec::new();
+    while out.len() < n && Instant::now() < end {
+        match listener::accept(fd).unwrap() {
+            Some(c) => out.push(c),
+            None => std::thread::sleep(Duration::from_millis(2)),
+        }
+    }
+    out
+}
+
+fn write_fd(fd: &OwnedFd, data: &[u8]) {
+    // SAFETY: writing from a valid buffer of `data.len()` bytes to a socket fd we own.
+    let n = unsafe { libc::write(fd.as_raw_fd(), data.as_ptr() as *const _, data.len()) };
+    assert_eq!(n, data.len() as isize);
+}
+
+fn read_byte(c: &mut TcpStream) -> u8 {
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut b = [0u8; 1];
+    c.read_exact(&mut b).unwrap();
+    b[0]
+}
+
+#[test]
+fn least_prefers_the_idle_worker() {
+    let (r, _rx) = reactor(16);
+    let mut a = FakeWorker::start(&r, 1, 1);
+    let mut b = FakeWorker::start(&r, 2, 2);
+    let la = a.listen("least", 0, "least", "");
+    assert_eq!(la.policy, "least");
+    b.listen("least", la.port, "least", "");
+    // A reports five open connections; B has none. Probe until the report
+    // is in (a probe that lands on A is taken, and A still says five).
+    a.ack(&[], Some(5));
+    let mut probes = Vec::new();
+    let first = loop {
+        assert!(probes.len() < 20, "the idle worker never got a connection");
+        probes.push(TcpStream::connect(("127.0.0.1", la.port)).unwrap());
+        if let Some(c) = a.conns_for(30).pop() {
+            a.ack(&[c.id], Some(5));
+            continue;
+        }
+        if let Some(c) = b.conns_for(30).pop() {
+            break c;
+        }
+    };
+    b.ack(&[first.id], Some(1));
+    // B's count grows with every connection it holds (unacknowledged ones
+    // count too); it stays below A's five for three more connections.
+    let _clients: Vec<TcpStream> = (0..3)
+        .map(|_| TcpStream::connect(("127.0.0.1", la.port)).unwrap())
+        .collect();
+    let to_b = b.conns_for(300);
+    assert_eq!(to_b.len(), 3, "the idle worker takes them");
+    assert!(a.conns_for(50).is_empty(), "none for the busy one");
+    // A's connections closed: its report brings it back.
+    a.ack(&[], Some(0));
+    let mut to_a = Vec::new();
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        clients.push(TcpStream::connect(("127.0.0.1", la.port)).unwrap());
+        to_a.extend(a.conns_for(30));
+        if !to_a.is_empty() {
+            break;
+        }
+    }
+    assert!(!to_a.is_empty(), "the now idle worker gets the next one");
+}
+
+#[test]
+fn hash_is_sticky_by_peer_address_and_spreads_clients() {
+    let (r, _rx) = reactor(64);
+    let mut ws: Vec<FakeWorker> = (1..=3).map(|i| FakeWorker::start(&r, i, i)).collect();
+    let l = ws[0].listen("hash", 0, "hash", "");
+    assert_eq!(l.policy, "hash");
+    for w in ws.iter_mut().skip(1) {
+        w.listen("hash", l.port, "hash", "");
+    }
+    // Which worker (by index) served each source address.
+    let mut owner = std::collections::HashMap::new();
+    let mut clients = Vec::new();
+    for round in 0..2 {
+        for host in 2..=31u8 {
+            clients.push(connect_from(host, l.port));
+            let mut got = None;
+            for _ in 0..250 {
+                for (i, w) in ws.iter_mut().enumerate() {
+                    if let Some(c) = w.conns_for(2).pop() {
+                        w.ack(&[c.id], None);
+                        got = Some(i);
+                    }
+                }
+                if got.is_some() {
+                    break;
+                }
+            }
+            let i = got.expect("connection dispatched");
+            if round == 0 {
+                owner.insert(host, i);
+            } else {
+                assert_eq!(owner[&host], i, "127.0.0.{host} moved to another worker");
+            }
+            // It is the rendezvous choice over the slots.
+            let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, host));
+            let want = policy::pick_hash(
+                3,
+                policy::hash_ip(ip),
+                0,
+                |p| p as u32 + 1,
+                |p| {
+                    Some(policy::Slot {
+                        slot: p as u32 + 1,
+                        open: 0,
+                    })
+                },
+            );
+            assert_eq!(Some(i), want);
+        }
+    }
+    for i in 0..3 {
+        assert!(
+            owner.values().any(|o| *o == i),
+            "worker {i} got no client: {owner:?}"
+        );
+    }
+}
+
+#[test]
+fn hash_moves_only_the_clients_of_a_removed_worker() {
+    let (r, rx) = reactor(64);
+    let mut ws: Vec<FakeWorker> = (1..=3).map(|i| FakeWorker::start(&r, i, i)).collect();
+    let l = ws[0].listen("hash-rm", 0, "hash", "");
+    for w in ws.iter_mut().skip(1) {
+        w.listen("hash-rm", l.port, "hash", "");
+    }
+    // Worker 3 leaves.
+    ws[2].kill();
+    wait_event(&rx, |e| matches!(e, Event::Exit { worker: 3, .. }));
+    let mut clients = Vec::new();
+    for host in 2..=41u8 {
+        let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, host));
+        let key = policy::hash_ip(ip);
+        let all = |p: usize| {
+            Some(policy::Slot {
+                slot: p as u32 + 1,
+                open: 0,
+            })
+        };
+        let before = policy::pick_hash(3, key, 0, |p| p as u32 + 1, all).unwrap();
+        clients.push(connect_from(host, l.port));
+        let mut got = None;
+        for _ in 0..250 {
+            for (i, w) in ws.iter_mut().take(2).enumerate() {
+                if let Some(c) = w.conns_for(2).pop() {
+                    w.ack(&[c.id], None);
+                    got = Some(i);
+                }
+            }
+            if got.is_some() {
+                break;
+            }
+        }
+        let i = got.expect("connection dispatched");
+        if before != 2 {
+            assert_eq!(i, before, "a client of a remaining worker moved");
+        }
+    }
+}
+
+/// Under `rr`, `least` and `hash` a worker that never acknowledges (a stuck
+/// event loop) gets its window and nothing more; the others get the rest, and
+/// no connection waits for the stuck one.
+#[test]
+fn the_window_keeps_connections_away_from_a_stuck_worker() {
+    for pol in ["rr", "least", "hash"] {
+        let (r, _rx) = reactor(2);
+        let mut stuck = FakeWorker::start(&r, 1, 1);
+        let mut ok = FakeWorker::start(&r, 2, 2);
+        let key = format!("stuck-{pol}");
+        let l = stuck.listen(&key, 0, pol, "");
+        ok.listen(&key, l.port, pol, "");
+        let total = 12;
+        let mut clients = Vec::new();
+        let mut served = Vec::new();
+        for _ in 0..total {
+            // One source address for `hash`: every one of them wants the same
+            // worker, which is the stuck one at least once its window is full.
+            clients.push(TcpStream::connect(("127.0.0.1", l.port)).unwrap());
+        }
+        let end = Instant::now() + Duration::from_secs(10);
+        let mut to_stuck = Vec::new();
+        while served.len() + to_stuck.len() < total && Instant::now() < end {
+            let got = ok.conns_for(20);
+            ok.ack(&got.iter().map(|c| c.id).collect::<Vec<_>>(), Some(0));
+            served.extend(got);
+            to_stuck.extend(stuck.conns_for(5));
+        }
+        to_stuck.extend(stuck.conns_for(100));
+        assert!(
+            to_stuck.len() <= 2,
+            "{pol}: the stuck worker got {}",
+            to_stuck.len()
+        );
+        assert_eq!(
+            served.len() + to_stuck.len(),
+            total,
+            "{pol}: every connection went somewhere"
+        );
+    }
+}
+
+/// `hash` stays sticky while the worker has room, and overflows to the next
+/// choice when its window is full.
+#[test]
+fn hash_overflows_past_a_full_window() {
+    let (r, _rx) = reactor(2);
+    let mut a = FakeWorker::start(&r, 1, 1);
+    let mut b = FakeWorker::start(&r, 2, 2);
+    let l = a.listen("hash-full", 0, "hash", "");
+    b.listen("hash-full", l.port, "hash", "");
+    let key = policy::hash_ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let all = |p: usize| {
+        Some(policy::Slot {
+            slot: p as u32 + 1,
+            open: 0,
+        })
+    };
+    let home = policy::pick_hash(2, key, 0, |p| p as u32 + 1, all).unwrap();
+    let (home, other) = if home == 0 {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
+    let _clients: Vec<TcpStream> = (0..3)
+        .map(|_| TcpStream::connect(("127.0.0.1", l.port)).unwrap())
+        .collect();
+    let at_home = home.conns_for(300);
+    assert_eq!(at_home.len(), 2, "sticky up to the window");
+    assert_eq!(
+        other.conns_for(300).len(),
+        1,
+        "the overflow goes to the next choice"
+    );
+}
+
+/// `reuseport`: each slot gets its own socket on the same port; when a
+/// worker dies, its slot's socket stays open in the primary and the
+/// connections queued on it wait for the replacement in that slot.
+#[test]
+fn reuseport_keeps_queued_connections_across_a_worker_restart() {
+    let (r, rx) = reactor(16);
+    let mut a = FakeWorker::start(&r, 1, 1);
+    let la = a.listen("rp", 0, "reuseport", r#","reusePortHold":30000"#);
+    assert_eq!(la.policy, "reuseport");
+    let fd_a = la.fd.expect("the slot's socket is passed");
+    // Serve one connection, as the worker would.
+    let mut c0 = TcpStream::connect(("127.0.0.1", la.port)).unwrap();
+    let s0 = accept_n(&fd_a, 1);
+    assert_eq!(s0.len(), 1);
+    write_fd(&s0[0], b"a");
+    assert_eq!(read_byte(&mut c0), b'a');
+    // The worker dies (its copy of the socket closes with it).
+    drop(fd_a);
+    a.kill();
+    wait_event(&rx, |e| matches!(e, Event::Exit { worker: 1, .. }));
+    // Connections made meanwhile queue on the slot's socket: not refused.
+    let mut waiting: Vec<TcpStream> = (0..5)
+        .map(|_| TcpStream::connect(("127.0.0.1", la.port)).expect("queued, not refused"))
+        .collect();
+    // The replacement (new id, same slot) takes the socket over, with them.
+    let mut c = FakeWorker::start(&r, 3, 1);
+    let lc = c.listen("rp", la.port, "reuseport", "");
+    assert_eq!(lc.lid, la.lid);
+    assert_eq!(lc.port, la.port);
+    let fd_c = lc.fd.expect("the slot's socket again");
+    let queued = accept_n(&fd_c, 5);
+    assert_eq!(queued.len(), 5, "every queued connection is served");
+    for s in &queued {
+        write_fd(s, b"c");
+    }
+    for w in waiting.iter_mut() {
+        assert_eq!(read_byte(w), b'c');
+        let _ = w.write_all(b"x");
+    }
+}
+
+/// `reuseport`: two slots, two sockets, one port, both used by the kernel;
+/// a worker that closes its server on purpose releases its slot at once and
+/// what queued on it is handed to the other worker, not reset.
+#[test]
+fn reuseport_spreads_over_slots_and_hands_over_a_closed_slots_queue() {
+    let (r, _rx) = reactor(64);
+    let mut a = FakeWorker::start(&r, 1, 1);
+    let mut b = FakeWorker::start(&r, 2, 2);
+    let la = a.listen("rp2", 0, "reuseport", "");
+    let lb = b.listen("rp2", la.port, "reuseport", "");
+    assert_eq!(lb.port, la.port);
+    let fd_a = la.fd.unwrap();
+    let fd_b = lb.fd.unwrap();
+    let n = 40;
+    let mut clients: Vec<TcpStream> = (0..n)
+        .map(|_| TcpStream::connect(("127.0.0.1", la.port)).unwrap())
+        .collect();
+    // Nobody accepted yet. A leaves on purpose (closes its server).
+    drop(fd_a);
+    a.ch.send_frame(Kind::CloseListen, 0, 0, &la.lid.to_le_bytes(), None)
+        .unwrap();
+    // B accepts on its own socket; A's queue reaches B as connections.
+    let handed = b.conns_for(500);
+    b.ack(&handed.iter().map(|c| c.id).collect::<Vec<_>>(), None);
+    let direct = accept_n(&fd_b, n - handed.len());
+    assert!(!handed.is_empty(), "the kernel used A's slot too");
+    assert!(!direct.is_empty(), "and B's");
+    assert_eq!(handed.len() + direct.len(), n, "nothing was reset");
+    for s in handed
+        .iter()
+        .map(|c| c.fd.as_ref().unwrap())
+        .chain(direct.iter())
+    {
+        write_fd(s, b"b");
+    }
+    for c in clients.iter_mut() {
+        assert_eq!(read_byte(c), b'b');
+    }
+}
