@@ -21,6 +21,8 @@ export declare class Primary {
    * config of the slot (restart policy, readiness, timeouts...).
    */
   spawn(id: number, req: SpawnRequest, slot?: number | undefined | null, supervise?: string | undefined | null): SpawnResult
+  /** Weighted round robin: sets worker `id`'s weight (default 1). */
+  setWeight(id: number, weight: number): void
   /** The primary disconnects or kills this worker on purpose: no restart. */
   onPurpose(id: number): void
   /** Drains worker `id` (deadline, then SIGTERM, then SIGKILL) and stops its slot. */

@@ -344,6 +344,7 @@ cluster.fork = function fork(env, options) {
   const id = getCore().allocateId();
   const { proc, spawnError } = createWorkerProcess(id, env, options);
   const worker = attach(id, id, proc);
+  if (options && options.weight !== undefined) worker.setWeight(options.weight);
   if (spawnError) {
     // Node's ChildProcess reports a failed spawn asynchronously: exitCode is
     // the negative errno, 'error' (no 'exit'), 'close', then the channel's
@@ -559,6 +560,21 @@ Worker.prototype.disconnect = function disconnect() {
   if (core !== null) core.onPurpose(this.id);
   if (core !== null && this.isConnected()) core.disconnect(this.id);
   removeWorker(this);
+  return this;
+};
+
+/**
+ * Weighted round robin (rcluster extension): this worker's share of new
+ * connections relative to the others (default 1), settable at any time.
+ * Smooth weighted round robin, as nginx does it.
+ */
+Worker.prototype.setWeight = function setWeight(weight) {
+  if (!Number.isInteger(weight) || weight < 1 || weight > 0xffff) {
+    throw errors.make(RangeError, 'ERR_OUT_OF_RANGE',
+      `The value of "weight" is out of range. It must be an integer >= 1 and <= 65535. Received ${util.inspect(weight)}`);
+  }
+  this._weight = weight;
+  if (core !== null) core.setWeight(this.id, weight);
   return this;
 };
 

@@ -188,7 +188,8 @@ pub fn unix_bind_path(path: &str) -> PathBuf {
     }
 }
 
-fn backlog_of(req: &ListenRequest) -> i32 {
+/// The backlog a request asks for (Node's 511 when it names none).
+pub fn backlog_of(req: &ListenRequest) -> i32 {
     req.backlog
         .as_ref()
         .and_then(|b| b.as_i64())

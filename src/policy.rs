@@ -101,6 +101,25 @@ pub fn pick_rr(n: usize, next: usize, info: impl Fn(usize) -> Option<Slot>) -> O
         .find(|&pos| info(pos).is_some())
 }
 
+/// Smooth weighted round robin (nginx's algorithm): every candidate gains its
+/// weight, the one with the highest current weight wins (the first on a tie)
+/// and gives back the sum of the weights. With weights 5, 1, 1 the sequence is
+/// a, a, b, a, c, a, a. `cands` holds (position, weight, current weight); the
+/// current weights are updated in place. Returns the winning position.
+pub fn pick_smooth(cands: &mut [(usize, u32, i64)]) -> Option<usize> {
+    let total: i64 = cands.iter().map(|c| c.1 as i64).sum();
+    let mut win: Option<usize> = None;
+    for i in 0..cands.len() {
+        cands[i].2 += cands[i].1 as i64;
+        if win.is_none_or(|w| cands[i].2 > cands[w].2) {
+            win = Some(i);
+        }
+    }
+    let w = win?;
+    cands[w].2 -= total;
+    Some(cands[w].0)
+}
+
 /// Least connections: the position with room and the fewest open
 /// connections; among equals the first from `next` on, so ties rotate.
 pub fn pick_least(n: usize, next: usize, info: impl Fn(usize) -> Option<Slot>) -> Option<usize> {
@@ -344,5 +363,17 @@ mod tests {
             hash_ip(IpAddr::V4(v4)),
             hash_ip(IpAddr::V6(Ipv6Addr::LOCALHOST))
         );
+    }
+
+    #[test]
+    fn smooth_weighted_round_robin_is_nginx_sequence() {
+        let mut cands = vec![(0usize, 5u32, 0i64), (1, 1, 0), (2, 1, 0)];
+        let seq: Vec<usize> = (0..7).map(|_| pick_smooth(&mut cands).unwrap()).collect();
+        assert_eq!(seq, vec![0, 0, 1, 0, 2, 0, 0]);
+        assert!(
+            cands.iter().all(|c| c.2 == 0),
+            "a full cycle returns to zero"
+        );
+        assert_eq!(pick_smooth(&mut []), None);
     }
 }

@@ -96,6 +96,11 @@ enum Command {
     },
     Supervise(SuperviseCmd),
     Counters(Sender<Counters>),
+    /// Weighted round robin: the worker's weight.
+    Weight {
+        id: u32,
+        weight: u32,
+    },
     Stop,
 }
 
@@ -186,6 +191,11 @@ impl Reactor {
         self.command(Command::Disconnect { id });
     }
 
+    /// Sets worker `id`'s weight for weighted round robin (at least 1).
+    pub fn set_weight(&self, id: u32, weight: u32) {
+        self.command(Command::Weight { id, weight });
+    }
+
     /// Sends a command to the supervisor.
     pub fn supervise(&self, cmd: SuperviseCmd) {
         self.command(Command::Supervise(cmd));
@@ -237,6 +247,8 @@ struct WorkerState {
     slot: u32,
     /// Open connections the worker last reported (`least`), on its acks.
     open: u32,
+    /// Weight for weighted round robin (default 1).
+    weight: u32,
 }
 
 struct Pending {
@@ -276,6 +288,10 @@ struct Listener {
     unlink: Option<std::path::PathBuf>,
     /// Server data shared by every worker (Node's `handle.data`).
     data: Option<serde_json::Value>,
+    /// Smooth weighted round robin: current weight per worker.
+    current: HashMap<u32, i64>,
+    /// The listen queue length (the largest backlog a worker asked for).
+    backlog: i32,
 }
 
 #[derive(Serialize)]
@@ -416,6 +432,14 @@ impl Loop {
                 } => self.add_worker(id, slot, channel, pidfd),
                 Command::Disconnect { id } => self.disconnect_cmd(id),
                 Command::Supervise(c) => self.sup_command(c),
+                Command::Weight { id, weight } => {
+                    if let Some(w) = self.workers.get_mut(&id) {
+                        w.weight = weight.max(1);
+                    }
+                    for l in self.listeners.values_mut() {
+                        l.current.clear();
+                    }
+                }
                 Command::Counters(reply) => {
                     let mut c = self.counters;
                     c.held = self
@@ -466,6 +490,7 @@ impl Loop {
                 connected: true,
                 slot,
                 open: 0,
+                weight: 1,
             },
         );
         // Frames may have arrived before we watched the channel.
@@ -668,6 +693,8 @@ impl Loop {
                 sockname,
                 unlink,
                 data: None,
+                current: HashMap::new(),
+                backlog: listener::backlog_of(r),
             },
         );
         Ok(lid)
@@ -686,6 +713,16 @@ impl Loop {
         let l = self.listeners.get_mut(&lid).expect("listener exists");
         if l.data.as_ref().is_none_or(|d| d.is_null()) {
             l.data = r.data.clone();
+        }
+        // The backlog a worker asks for is honoured: the largest one asked so
+        // far (listen(2) again only changes the queue length).
+        let asked = listener::backlog_of(r);
+        if asked > l.backlog {
+            l.backlog = asked;
+            if let Some(fd) = l.fd.as_ref() {
+                // SAFETY: listen(2) on a listening socket we own; it only resizes its queue.
+                unsafe { libc::listen(fd.as_raw_fd(), asked) };
+            }
         }
         let dup = |fd: &OwnedFd| {
             fd.try_clone()
@@ -949,6 +986,26 @@ impl Loop {
                     let slot_at = |pos: usize| workers.get(&l.workers[pos]).map_or(0, |w| w.slot);
                     policy::pick_hash(n, policy::hash_ip(ip), conn.tries, slot_at, info)
                 }),
+                // Weighted round robin once any worker's weight is not 1.
+                Policy::RoundRobin
+                    if l.workers
+                        .iter()
+                        .any(|w| workers.get(w).is_some_and(|w| w.weight != 1)) =>
+                {
+                    let mut cands: Vec<(usize, u32, i64)> = (0..n)
+                        .filter(|&pos| info(pos).is_some())
+                        .map(|pos| {
+                            let wid = l.workers[pos];
+                            let weight = workers.get(&wid).map_or(1, |w| w.weight);
+                            (pos, weight, l.current.get(&wid).copied().unwrap_or(0))
+                        })
+                        .collect();
+                    let won = policy::pick_smooth(&mut cands);
+                    for (pos, _, cur) in cands {
+                        l.current.insert(l.workers[pos], cur);
+                    }
+                    won
+                }
                 _ => None,
             }
             .unwrap_or(first);

@@ -245,6 +245,12 @@ impl Primary {
         })
     }
 
+    /// Weighted round robin: sets worker `id`'s weight (default 1).
+    #[napi(catch_unwind)]
+    pub fn set_weight(&self, id: u32, weight: u32) {
+        self.reactor.set_weight(id, weight);
+    }
+
     /// The primary disconnects or kills this worker on purpose: no restart.
     #[napi(catch_unwind)]
     pub fn on_purpose(&self, id: u32) {
