@@ -20,7 +20,7 @@ export declare class Primary {
    * the worker) and starts watching it. `supervise` is the JSON supervision
    * config of the slot (restart policy, readiness, timeouts...).
    */
-  spawn(id: number, req: SpawnRequest, slot?: number | undefined | null, supervise?: string | undefined | null): SpawnResult
+  spawn(id: number, req: SpawnRequest, slot?: number | undefined | null, supervise?: string | undefined | null, agent?: boolean | undefined | null): SpawnResult
   /** Weighted round robin: sets worker `id`'s weight (default 1). */
   setWeight(id: number, weight: number): void
   /** The primary disconnects or kills this worker on purpose: no restart. */

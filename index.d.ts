@@ -66,6 +66,10 @@ export interface SupervisionSettings {
   signals?: boolean;
   /** Deadline of the SIGTERM/SIGINT shutdown (default 10000). */
   shutdownTimeout?: number;
+  /** Log an uncaught exception in a worker, then retire it gracefully (no request lost). */
+  retireOnUncaughtException?: boolean;
+  /** Weight for weighted round robin (per fork: `fork(env, { weight })`, default 1). */
+  weight?: number;
 }
 
 /** What a supervisor event carries besides the worker. */
@@ -86,7 +90,16 @@ declare module 'cluster' {
     readonly slot?: number;
     /** rcluster, in a worker: signal readiness (`readiness: 'message'`). */
     ready?(): void;
+    /** rcluster, in a worker: leave gracefully; the primary starts a replacement at once. */
+    retire?(reason?: string): void;
+    /** rcluster, in a worker: a message to another worker (or 'agent'), routed by the primary's reactor. */
+    sendTo?(target: number | 'agent', message: any, callback?: (error: Error | null, delivered: number) => void): boolean;
+    /** rcluster, in a worker: a message to every other worker. */
+    broadcast?(message: any, callback?: (error: Error | null, delivered: number) => void): boolean;
+    /** rcluster, in the primary: this worker's weight for weighted round robin (default 1). */
+    setWeight?(weight: number): this;
   }
+
 }
 
 declare module 'net' {
@@ -110,9 +123,15 @@ export interface RCluster extends Cluster {
   reload(options?: { concurrency?: number }): Promise<void>;
   /** Stops accepting, drains every worker, SIGKILLs what is left at `timeout` (default 10000 ms). */
   shutdown(options?: { timeout?: number }): Promise<void>;
+  /** The agent process (`forkAgent()`), or null. */
+  agent: import('node:cluster').Worker | null;
+  /** In the agent process: true. */
+  readonly isAgent?: boolean;
+  /** Starts the agent: a supervised process that serves no connections; resolves once it is ready. */
+  forkAgent(options?: SupervisionSettings & { exec?: string; args?: string[]; env?: NodeJS.ProcessEnv; readiness?: 'message' }): Promise<import('node:cluster').Worker>;
   /** Forks or drains workers to reach `n`; returns the workers kept or added. */
   scale(n: number, env?: any): import('node:cluster').Worker[];
-  on(event: 'restart' | 'backoff' | 'crashloop' | 'unready' | 'unresponsive' | 'recycle' | 'reload' | 'ready',
+  on(event: 'restart' | 'backoff' | 'crashloop' | 'unready' | 'unresponsive' | 'recycle' | 'reload' | 'ready' | 'retire',
     listener: (worker: import('node:cluster').Worker | null, info: SupervisorInfo) => void): this;
   on(event: string, listener: (...args: any[]) => void): this;
 }

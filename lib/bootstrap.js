@@ -58,10 +58,14 @@ if (raw !== undefined && globalThis[GLOBAL] === undefined) {
   // Node's net and dgram modules consult the built-in cluster module to decide
   // whether to bind or to ask the primary; make it answer "worker" and route
   // to rcluster.
-  const builtin = require('cluster');
-  builtin.isWorker = true;
-  builtin.isPrimary = false;
-  builtin.isMaster = false;
-  builtin.worker = cluster.worker;
-  builtin._getServer = cluster._getServer;
+  // The agent serves no connections through the primary: its servers (if
+  // any) bind in the agent itself, so the built-in module stays as it is.
+  if (!cfg.agent) {
+    const builtin = require('cluster');
+    builtin.isWorker = true;
+    builtin.isPrimary = false;
+    builtin.isMaster = false;
+    builtin.worker = cluster.worker;
+    builtin._getServer = cluster._getServer;
+  }
 }

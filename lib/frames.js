@@ -13,6 +13,7 @@ module.exports = Object.freeze({
   EXITED_AFTER_DISCONNECT: 9,
   LISTENING: 10,
   CONTROL: 11,
+  RELAY: 12,
   // Worker-side events that are not frames.
   EV_ERROR: 100,
   EV_DISCONNECT: 101,

@@ -253,8 +253,9 @@ function supervisionFor(settings, overrides) {
 
 const slots = new Map(); // slot -> { spawnargs, advanced }
 
-function createWorkerProcess(id, env, overrides) {
-  const settings = cluster.settings;
+function createWorkerProcess(id, env, overrides, agent = false) {
+  // The agent (forkAgent) may run its own script with its own arguments.
+  const settings = agent ? { ...cluster.settings, ...overrides } : cluster.settings;
   const execArgv = inspectArgv(settings);
   // fork(modulePath, args, options)
   const exec = validatedPath(settings.exec, 'modulePath');
@@ -294,6 +295,9 @@ function createWorkerProcess(id, env, overrides) {
     reusePortHold: reusePortHold(settings),
     bootstrap: BOOTSTRAP,
     retireOnUncaughtException: !!({ ...settings, ...overrides }).retireOnUncaughtException,
+    agent,
+    // The agent is ready once its script ran, unless it says so itself.
+    autoReady: agent && ({ ...settings, ...overrides }).readiness !== 'message',
     // Node's spawn changes credentials between fork and exec; posix_spawn
     // cannot, so the bootstrap drops them before any user code runs.
     uid: settings.uid == null ? undefined : settings.uid,
@@ -310,9 +314,11 @@ function createWorkerProcess(id, env, overrides) {
   };
   let result;
   let spawnError = null;
-  const supervise = supervisionFor(settings, overrides);
+  const supervise = agent ?
+    JSON.stringify({ restart: 'always', ...JSON.parse(supervisionFor(settings, overrides)), readiness: 'message' }) :
+    supervisionFor(settings, overrides);
   try {
-    result = getCore().spawn(id, req, id, supervise);
+    result = getCore().spawn(id, req, id, supervise, agent);
   } catch (err) {
     spawnError = err;
     result = { pid: undefined, pipes: [] };
@@ -326,7 +332,7 @@ function createWorkerProcess(id, env, overrides) {
     advanced,
   });
   proc.pid = result.pid;
-  slots.set(id, { spawnargs: [process.execPath, ...userArgs], advanced });
+  slots.set(id, { spawnargs: [process.execPath, ...userArgs], advanced, agent });
   return { proc, spawnError };
 }
 
@@ -335,7 +341,17 @@ function removeWorker(worker) {
   if (Object.keys(cluster.workers).length === 0) intercom.emit('disconnect');
 }
 
+// Set by cluster.shutdown(): a shut-down cluster starts no worker again (a
+// worker forked while the supervisor drains would be stopped at once, or
+// outlive the shutdown that was asked for).
+let shutDown = false;
+
 cluster.fork = function fork(env, options) {
+  if (shutDown) {
+    throw errors.make(Error, 'ERR_RCLUSTER_SHUT_DOWN',
+      'cluster.fork() was called after cluster.shutdown(): a shut-down cluster starts no new worker. ' +
+      'Fork before shutting down, or start a new primary process.');
+  }
   cluster.setupPrimary();
   if (options !== undefined && (options === null || typeof options !== 'object')) {
     throw errors.make(TypeError, 'ERR_INVALID_ARG_TYPE',
@@ -367,30 +383,34 @@ cluster.fork = function fork(env, options) {
 };
 
 /** Wires a Worker around `proc` (a fork, or a worker the supervisor started). */
-function attach(id, slot, proc) {
+function attach(id, slot, proc, agent = false) {
   const worker = new Worker({ id, process: proc });
   // rcluster extension: the supervision slot this worker serves (a restarted
   // worker has a new id and the same slot).
   Object.defineProperty(worker, 'slot', { value: slot, enumerable: false, writable: true });
+  // The agent is not a worker: it is not in cluster.workers and its events
+  // are emitted on its own Worker object only (cluster.agent).
+  Object.defineProperty(worker, '_agent', { value: agent, enumerable: false });
+  const emit = agent ? () => {} : (...args) => cluster.emit(...args);
 
   worker.on('message', function onMessage(message, handle) {
-    cluster.emit('message', this, message, handle);
+    emit('message', this, message, handle);
   });
 
   proc.once('exit', (exitCode, signalCode) => {
-    if (!worker.isConnected()) removeWorker(worker);
+    if (!agent && !worker.isConnected()) removeWorker(worker);
     worker.exitedAfterDisconnect = !!worker.exitedAfterDisconnect;
     worker.state = 'dead';
     worker.emit('exit', exitCode, signalCode);
-    cluster.emit('exit', worker, exitCode, signalCode);
+    emit('exit', worker, exitCode, signalCode);
   });
 
   proc.once('disconnect', () => {
-    if (worker.isDead()) removeWorker(worker);
+    if (!agent && worker.isDead()) removeWorker(worker);
     worker.exitedAfterDisconnect = !!worker.exitedAfterDisconnect;
     worker.state = 'disconnected';
     worker.emit('disconnect');
-    cluster.emit('disconnect', worker);
+    emit('disconnect', worker);
   });
 
   // Keeps the primary alive while the worker's process lives (a ChildProcess
@@ -403,10 +423,67 @@ function attach(id, slot, proc) {
   proc.once('exit', () => clearInterval(alive));
 
   processes.set(id, { worker, proc });
-  process.nextTick(() => cluster.emit('fork', worker));
-  cluster.workers[worker.id] = worker;
+  if (agent) {
+    cluster.agent = worker;
+  } else {
+    process.nextTick(() => cluster.emit('fork', worker));
+    cluster.workers[worker.id] = worker;
+  }
   return worker;
 }
+
+cluster.agent = null;
+
+/**
+ * Starts the agent (rcluster extension, egg-cluster's idea): one extra
+ * supervised process that serves no connections, for scheduled jobs or one
+ * shared connection to an outside service. Workers reach it with
+ * `cluster.worker.sendTo('agent', message)`; it is restarted like a worker.
+ * Resolves with its Worker (also `cluster.agent`) once it is ready: after its
+ * script ran, or when it calls `cluster.worker.ready()` with
+ * `readiness: 'message'`. Fork the workers after that.
+ */
+cluster.forkAgent = function forkAgent(options = {}) {
+  if (options === null || typeof options !== 'object') {
+    return Promise.reject(errors.make(TypeError, 'ERR_INVALID_ARG_TYPE',
+      `The "options" argument must be of type object.${received(options)}`));
+  }
+  if (cluster.agent !== null && !cluster.agent.isDead()) {
+    return Promise.reject(Object.assign(new Error('the agent is already running'),
+      { code: 'ERR_RCLUSTER_AGENT_RUNNING' }));
+  }
+  cluster.setupPrimary();
+  const id = getCore().allocateId();
+  let created;
+  try {
+    created = createWorkerProcess(id, options.env, options, true);
+  } catch (err) {
+    return Promise.reject(err);
+  }
+  const { proc, spawnError } = created;
+  const worker = attach(id, id, proc, true);
+  if (spawnError) {
+    processes.delete(id);
+    proc._keepAlive.close();
+    return Promise.reject(spawnError);
+  }
+  process.nextTick(() => proc.emit('spawn'));
+  return new Promise((resolve, reject) => {
+    const onReady = (w) => {
+      if (w !== worker) return;
+      cluster.removeListener('ready', onReady);
+      resolve(worker);
+    };
+    cluster.on('ready', onReady);
+    worker.once('exit', (code, signal) => {
+      if (cluster.listeners('ready').includes(onReady)) {
+        cluster.removeListener('ready', onReady);
+        reject(Object.assign(new Error(`the agent exited before it was ready (${signal || code})`),
+          { code: 'ERR_RCLUSTER_AGENT_EXITED' }));
+      }
+    });
+  });
+};
 
 /** A worker that the Rust supervisor spawned (restart, reload, recycle). */
 function adopt(ev) {
@@ -418,7 +495,7 @@ function adopt(ev) {
     advanced: info.advanced,
   });
   proc.pid = ev.pid;
-  const worker = attach(ev.worker, ev.slot, proc);
+  const worker = attach(ev.worker, ev.slot, proc, !!info.agent);
   process.nextTick(() => proc.emit('spawn'));
   return worker;
 }
@@ -460,6 +537,8 @@ cluster.shutdown = function shutdown(options = {}) {
     return Promise.reject(errors.make(RangeError, 'ERR_OUT_OF_RANGE',
       `The value of "options.timeout" is out of range. It must be >= 0. Received ${util.inspect(timeout)}`));
   }
+  // Final: from here on fork() (and scale() up) throw ERR_RCLUSTER_SHUT_DOWN.
+  shutDown = true;
   if (Object.keys(cluster.workers).length === 0) return Promise.resolve();
   return new Promise((resolve) => {
     pending.shutdown.push(resolve);
@@ -614,7 +693,7 @@ function onEvent(ev) {
     case 'online':
       worker.state = 'online';
       worker.emit('online');
-      cluster.emit('online', worker);
+      if (!worker._agent) cluster.emit('online', worker);
       break;
     case 'message':
       ipc.deliver(proc, ev.data, ev.flags, ev.fd === undefined ? -1 : ev.fd);
@@ -624,7 +703,7 @@ function onEvent(ev) {
       const info = { addressType: m.addressType, address: m.address, port: m.port, fd: m.fd };
       worker.state = 'listening';
       worker.emit('listening', info);
-      cluster.emit('listening', worker, info);
+      if (!worker._agent) cluster.emit('listening', worker, info);
       break;
     }
     case 'exitedAfterDisconnect':

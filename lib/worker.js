@@ -12,6 +12,8 @@ const native = require('./native');
 const Worker = require('./worker_class');
 const ipc = require('./ipc');
 const handles = require('./handles');
+const errors = require('./errors');
+const serialize = require('./serialize');
 const F = require('./frames');
 
 const cluster = new EventEmitter();
@@ -66,6 +68,9 @@ cluster._setupWorker = function setupWorker(cfg) {
     }
   });
   if (cfg.retireOnUncaughtException) retireOnUncaughtException();
+  // rcluster extension: true in the agent process (cluster.forkAgent()).
+  cluster.isAgent = !!cfg.agent;
+  if (cfg.agent && cfg.autoReady) setImmediate(() => sendControl({ op: 'ready' }));
   sendFrame(F.ONLINE, undefined);
 };
 
@@ -86,7 +91,73 @@ function sendControl(obj) {
 function onControl(msg) {
   if (msg.op === 'ping') sendControl({ op: 'pong', seq: msg.seq });
   else if (msg.op === 'drain') drain();
+  else if (msg.op === 'relayed') relayed(msg);
 }
+
+// Worker-to-worker messages (rcluster extension), routed by the primary's
+// Rust reactor: the primary's JavaScript never sees them. Same serialization
+// as process.send(); ordered per sender.
+
+const AGENT = 0xffffffff;
+const relayCallbacks = new Map();
+let relaySeq = 0;
+
+function relayTarget(target) {
+  if (target === 'agent') return AGENT;
+  if (Number.isInteger(target) && target > 0 && target < AGENT) return target;
+  throw errors.make(TypeError, 'ERR_INVALID_ARG_VALUE',
+    `The argument 'target' must be a worker id (a positive integer) or 'agent'. Received ${require('util').inspect(target)}`);
+}
+
+function relay(target, message, callback) {
+  if (callback !== undefined && typeof callback !== 'function') {
+    throw errors.invalidArgType('callback', ['function'], callback);
+  }
+  serialize.validate(message);
+  const [data, flags] = serialize.encode(message, !!config.advanced);
+  relaySeq = (relaySeq + 1) >>> 0;
+  const head = Buffer.allocUnsafe(8);
+  head.writeUInt32LE(target >>> 0, 0);
+  head.writeUInt32LE(relaySeq, 4);
+  relayCallbacks.set(relaySeq, callback || null);
+  try {
+    chan.send(F.RELAY, flags, 0, Buffer.concat([head, data]));
+  } catch (err) {
+    relayCallbacks.delete(relaySeq);
+    const ex = errors.channelClosed();
+    if (callback) process.nextTick(callback, ex);
+    else process.nextTick(() => cluster.worker.emit('error', ex));
+    return false;
+  }
+  return true;
+}
+
+function relayed(msg) {
+  const cb = relayCallbacks.get(msg.seq);
+  relayCallbacks.delete(msg.seq);
+  const err = msg.error ? Object.assign(new Error(msg.error), { code: 'ERR_RCLUSTER_NO_WORKER' }) : null;
+  if (cb) cb(err, msg.delivered);
+  else if (err) {
+    if (cluster.worker.listenerCount('error') > 0) cluster.worker.emit('error', err);
+    else process.emitWarning(err.message, { code: err.code });
+  }
+}
+
+function onRelay(f) {
+  const from = f.data.readUInt32LE(0);
+  const message = serialize.decode(f.data.subarray(8), f.flags);
+  cluster.worker.emit('workerMessage', message, from === AGENT ? 'agent' : from);
+}
+
+/** Sends `message` to worker `target` (an id, or 'agent'); `callback(err, delivered)`. */
+Worker.prototype.sendTo = function sendTo(target, message, callback) {
+  return relay(relayTarget(target), message, callback);
+};
+
+/** Sends `message` to every other worker; `callback(err, delivered)`. */
+Worker.prototype.broadcast = function broadcast(message, callback) {
+  return relay(0, message, callback);
+};
 
 /** The worker is ready to serve (readiness: 'message'). */
 Worker.prototype.ready = function ready() {
@@ -370,7 +441,6 @@ function policyName(value) {
     return POLICY_NAMES[value - 1];
   }
   if (POLICY_NAMES.includes(value)) return value;
-  const errors = require('./errors');
   throw errors.make(TypeError, 'ERR_INVALID_ARG_VALUE',
     `The property 'options.schedulingPolicy' must be one of: ${POLICY_NAMES.map((n) => `'${n}'`).join(', ')}, or 1 to 5. Received ${require('util').inspect(value)}`);
 }
@@ -467,6 +537,9 @@ function onFrame(f) {
     }
     case F.CONTROL:
       onControl(JSON.parse(f.data.toString()));
+      break;
+    case F.RELAY:
+      onRelay(f);
       break;
     case F.EV_DISCONNECT:
       chan.close();

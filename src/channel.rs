@@ -194,6 +194,21 @@ impl Channel {
         payload: Vec<u8>,
         fd: Option<OwnedFd>,
     ) -> io::Result<Flush> {
+        self.send_chunked(Kind::Message, flags, payload, fd)
+    }
+
+    /// Sends a worker-to-worker message ([`Kind::Relay`]), chunked like a message.
+    pub fn send_relay(&self, flags: u8, payload: Vec<u8>) -> io::Result<Flush> {
+        self.send_chunked(Kind::Relay, flags, payload, None)
+    }
+
+    fn send_chunked(
+        &self,
+        kind: Kind,
+        flags: u8,
+        payload: Vec<u8>,
+        fd: Option<OwnedFd>,
+    ) -> io::Result<Flush> {
         if flags & !KNOWN_FLAGS != 0 || flags & (FLAG_MORE | FLAG_CONT) != 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -216,7 +231,7 @@ impl Channel {
                 f |= FLAG_MORE;
             }
             packets.push(make_packet(
-                Kind::Message,
+                kind,
                 f,
                 id,
                 data.clone(),
@@ -316,6 +331,7 @@ pub struct Incoming {
 }
 
 struct Partial {
+    kind: Kind,
     id: u64,
     flags: u8,
     data: Vec<u8>,
@@ -432,7 +448,7 @@ impl Inbox {
         let mut fds = r.fds;
         let fd = fds.pop();
         let payload = &packet[HEADER_LEN..];
-        if h.kind != Kind::Message {
+        if !h.kind.chunked() {
             if h.flags & (FLAG_MORE | FLAG_CONT) != 0 {
                 return Err(FrameError::OutOfSequence(h.id));
             }
@@ -453,7 +469,7 @@ impl Inbox {
                 }
                 if !more {
                     return Ok(Read::Frame(Incoming {
-                        kind: Kind::Message,
+                        kind: h.kind,
                         flags: h.flags,
                         id: h.id,
                         payload: payload.to_vec(),
@@ -461,6 +477,7 @@ impl Inbox {
                     }));
                 }
                 self.partial = Some(Partial {
+                    kind: h.kind,
                     id: h.id,
                     flags: h.flags & !(FLAG_MORE | FLAG_CONT),
                     data: payload.to_vec(),
@@ -468,10 +485,10 @@ impl Inbox {
                 });
                 Ok(Read::Partial)
             }
-            (Some(p), true) if p.id == h.id => {
+            (Some(p), true) if p.id == h.id && p.kind == h.kind => {
                 if fd.is_some() {
                     return Err(FrameError::BadFds {
-                        kind: Kind::Message,
+                        kind: h.kind,
                         declared: h.nfds,
                         received: 1,
                     });
@@ -486,7 +503,7 @@ impl Inbox {
                 }
                 let p = self.partial.take().expect("partial exists");
                 Ok(Read::Frame(Incoming {
-                    kind: Kind::Message,
+                    kind: p.kind,
                     flags: p.flags,
                     id: p.id,
                     payload: p.data,

@@ -69,6 +69,10 @@ pub enum Kind {
     Listening = 10,
     /// both ways: control message encoded as JSON (extensions).
     Control = 11,
+    /// both ways: a worker-to-worker message routed by the primary's reactor
+    /// (chunked like [`Kind::Message`]). Payload: u32 peer (target from a
+    /// worker, sender towards a worker), u32 sequence, then the message bytes.
+    Relay = 12,
 }
 
 impl Kind {
@@ -86,8 +90,14 @@ impl Kind {
             9 => Kind::ExitedAfterDisconnect,
             10 => Kind::Listening,
             11 => Kind::Control,
+            12 => Kind::Relay,
             _ => return None,
         })
+    }
+
+    /// Whether frames of this kind may be chunked (user payloads of any size).
+    pub fn chunked(self) -> bool {
+        matches!(self, Kind::Message | Kind::Relay)
     }
 
     /// How many fds a frame of this kind may carry: (min, max).

@@ -78,7 +78,9 @@ pub enum Event {
     },
 }
 
+mod relay;
 mod supervise;
+pub use relay::{AGENT, BROADCAST};
 pub use supervise::{spawn_worker, Cmd as SuperviseCmd, Handle, Registry, ID_VAR};
 
 /// Receives batches of events (in the napi layer: a threadsafe function).
@@ -551,6 +553,7 @@ impl Loop {
     fn frame(&mut self, id: u32, f: crate::channel::Incoming) {
         match f.kind {
             Kind::Online => self.events.push(Event::Online { worker: id }),
+            Kind::Relay => self.relay(id, f.flags, &f.payload),
             Kind::Message => self.events.push(Event::Message {
                 worker: id,
                 flags: f.flags,

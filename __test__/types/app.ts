@@ -31,3 +31,14 @@ async function extensions(): Promise<void> {
   await cluster.shutdown({ timeout: 5000 });
 }
 void extensions;
+
+async function beyond(): Promise<void> {
+  const agent = await cluster.forkAgent({ exec: 'agent.js' });
+  agent.send('hi');
+  const w = cluster.fork({}, { weight: 5 });
+  w.setWeight?.(2);
+  cluster.worker?.sendTo?.('agent', { job: 1 }, (err, n) => console.log(err, n));
+  cluster.worker?.broadcast?.('all');
+  cluster.worker?.retire?.('bye');
+}
+void beyond;

@@ -201,6 +201,7 @@ impl Primary {
         req: SpawnRequest,
         slot: Option<u32>,
         supervise: Option<String>,
+        agent: Option<bool>,
     ) -> Result<SpawnResult> {
         let stdio = req
             .stdio
@@ -235,6 +236,7 @@ impl Primary {
             slot,
             config: Box::new(config),
             spawn: Box::new(opts),
+            agent: agent.unwrap_or(false),
         });
         Ok(SpawnResult {
             pid: h.pid,

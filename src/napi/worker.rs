@@ -111,6 +111,8 @@ impl WorkerChannel {
         let payload = data.map(|d| d.to_vec()).unwrap_or_default();
         if kind == Kind::Message {
             ch.send_message(flags as u8, payload, pass)
+        } else if kind == Kind::Relay {
+            ch.send_relay(flags as u8, payload)
         } else {
             ch.send_frame(kind, flags as u8, id as u64, &payload, pass)
         }

@@ -87,6 +87,8 @@ pub enum Cmd {
         slot: u32,
         config: Box<Config>,
         spawn: Box<SpawnOptions>,
+        /// The slot is the agent process (reachable as [`super::AGENT`]).
+        agent: bool,
     },
     /// The primary disconnected or killed this worker on purpose: no restart.
     OnPurpose { worker: u32 },
@@ -147,6 +149,8 @@ pub struct State {
     shutting_down: bool,
     jitter: Jitter,
     memory_armed: bool,
+    /// The agent's slot, if there is one.
+    agent: Option<u32>,
     pub registry: Arc<Registry>,
 }
 
@@ -161,6 +165,7 @@ impl State {
             shutting_down: false,
             jitter: Jitter::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xdead_beef),
             memory_armed: false,
+            agent: None,
             registry,
         }
     }
@@ -174,6 +179,11 @@ impl State {
             }
             None => -1,
         }
+    }
+
+    /// The worker serving the agent slot now.
+    pub fn agent_worker(&self) -> Option<u32> {
+        self.slots.get(&self.agent?)?.current
     }
 
     /// Listeners stay open while some slot may still get a new worker.
@@ -214,7 +224,11 @@ impl Loop {
                 slot,
                 config,
                 spawn,
+                agent,
             } => {
+                if agent {
+                    self.sup.agent = Some(slot);
+                }
                 let pid = self
                     .sup
                     .registry
