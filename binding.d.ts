@@ -21,6 +21,11 @@ export declare class Primary {
    * config of the slot (restart policy, readiness, timeouts...).
    */
   spawn(id: number, req: SpawnRequest, slot?: number | undefined | null, supervise?: string | undefined | null, agent?: boolean | undefined | null): SpawnResult
+  /**
+   * A JSON snapshot of workers and listeners (`cluster.stats()`), or `null`
+   * once the reactor has stopped.
+   */
+  stats(): string | null
   /** Weighted round robin: sets worker `id`'s weight (default 1). */
   setWeight(id: number, weight: number): void
   /** The primary disconnects or kills this worker on purpose: no restart. */

@@ -109,6 +109,20 @@ declare module 'net' {
   }
 }
 
+/** `cluster.stats()`. */
+export interface ClusterStats {
+  workers: Array<{
+    id: number; slot: number; pid: number; state: string; connected: boolean; ready: boolean;
+    retiring: boolean; uptimeMs: number; restarts: number; connections: number;
+    unacknowledged: number; open: number; messages: number; rss: number | null;
+    eventLoopDelayMs: number | null; weight: number; agent: boolean;
+  }>;
+  listeners: Array<{
+    key: string; policy: 'rr' | 'none' | 'reuseport' | 'least' | 'hash'; address: string | null;
+    port: number | null; workers: number[]; accepted: number; queued: number;
+  }>;
+}
+
 /** The `cluster` object rcluster exports: Node's `Cluster`, plus extensions. */
 export interface RCluster extends Cluster {
   /** One `SO_REUSEPORT` socket per worker slot, held by the primary; workers accept. */
@@ -123,6 +137,10 @@ export interface RCluster extends Cluster {
   reload(options?: { concurrency?: number }): Promise<void>;
   /** Stops accepting, drains every worker, SIGKILLs what is left at `timeout` (default 10000 ms). */
   shutdown(options?: { timeout?: number }): Promise<void>;
+  /** A snapshot of workers and listeners, taken by the Rust reactor. */
+  stats(): ClusterStats;
+  /** `stats()` in Prometheus' text exposition format. */
+  metrics(): string;
   /** The agent process (`forkAgent()`), or null. */
   agent: import('node:cluster').Worker | null;
   /** In the agent process: true. */

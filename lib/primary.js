@@ -583,6 +583,59 @@ function installSignals() {
   process.on('SIGINT', stop);
 }
 
+/**
+ * A snapshot of the cluster (rcluster extension), taken by the Rust reactor:
+ * per worker its state, pid, uptime, slot restarts, connections handed to it,
+ * unacknowledged and open connections, messages, RSS and event-loop delay
+ * (heartbeat round trip); per listener its policy, address, workers,
+ * connections accepted and queued.
+ */
+cluster.stats = function stats() {
+  const raw = core === null ? null : core.stats();
+  const snap = raw ? JSON.parse(raw) : { workers: [], listeners: [] };
+  for (const w of snap.workers) {
+    const entry = processes.get(w.id);
+    w.state = entry ? entry.worker.state : 'dead';
+  }
+  return snap;
+};
+
+/** `cluster.stats()` in Prometheus' text exposition format (rcluster extension). */
+cluster.metrics = function metrics() {
+  const { workers, listeners } = cluster.stats();
+  const lines = [];
+  const metric = (name, help, type, rows) => {
+    lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+    for (const [labels, value] of rows) {
+      if (value === null || value === undefined) continue;
+      const l = Object.entries(labels).map(([k, v]) => `${k}="${String(v).replace(/["\\\n]/g, '_')}"`).join(',');
+      lines.push(`${name}{${l}} ${value}`);
+    }
+  };
+  const wl = (w) => ({ worker: w.id, slot: w.slot, pid: w.pid });
+  metric('rcluster_workers', 'Live workers.', 'gauge', [[{}, workers.filter((w) => !w.agent).length]]);
+  metric('rcluster_worker_up', 'Worker connected to the primary (1) or not (0).', 'gauge',
+    workers.map((w) => [wl(w), w.connected ? 1 : 0]));
+  metric('rcluster_worker_uptime_seconds', 'Worker uptime.', 'gauge', workers.map((w) => [wl(w), w.uptimeMs / 1000]));
+  metric('rcluster_slot_restarts_total', 'Workers started into the slot after its first.', 'counter',
+    workers.map((w) => [wl(w), w.restarts]));
+  metric('rcluster_worker_connections_total', 'Connections handed to the worker.', 'counter',
+    workers.map((w) => [wl(w), w.connections]));
+  metric('rcluster_worker_open_connections', 'Open connections the worker last reported.', 'gauge',
+    workers.map((w) => [wl(w), w.open]));
+  metric('rcluster_worker_messages_total', 'Messages the worker sent to the primary.', 'counter',
+    workers.map((w) => [wl(w), w.messages]));
+  metric('rcluster_worker_rss_bytes', 'Worker resident set size.', 'gauge', workers.map((w) => [wl(w), w.rss]));
+  metric('rcluster_worker_event_loop_delay_seconds', 'Heartbeat round trip through the worker event loop.', 'gauge',
+    workers.map((w) => [wl(w), w.eventLoopDelayMs === null ? null : w.eventLoopDelayMs / 1000]));
+  const ll = (l) => ({ listener: l.key, policy: l.policy });
+  metric('rcluster_listener_accepted_total', 'Connections accepted by the primary.', 'counter',
+    listeners.map((l) => [ll(l), l.accepted]));
+  metric('rcluster_listener_queued', 'Connections waiting for or not yet acknowledged by a worker.', 'gauge',
+    listeners.map((l) => [ll(l), l.queued]));
+  return `${lines.join('\n')}\n`;
+};
+
 const SUPERVISOR_EVENTS = new Set([
   'restart', 'backoff', 'crashloop', 'unready', 'unresponsive', 'recycle', 'reload', 'ready', 'retire', 'error',
 ]);

@@ -79,8 +79,10 @@ pub enum Event {
 }
 
 mod relay;
+mod stats;
 mod supervise;
 pub use relay::{AGENT, BROADCAST};
+pub use stats::{ListenerStats, Stats, WorkerStats};
 pub use supervise::{spawn_worker, Cmd as SuperviseCmd, Handle, Registry, ID_VAR};
 
 /// Receives batches of events (in the napi layer: a threadsafe function).
@@ -98,6 +100,7 @@ enum Command {
     },
     Supervise(SuperviseCmd),
     Counters(Sender<Counters>),
+    Stats(Sender<Stats>),
     /// Weighted round robin: the worker's weight.
     Weight {
         id: u32,
@@ -205,6 +208,13 @@ impl Reactor {
 
     /// The dispatcher's connection accounting, read on the reactor thread
     /// (`None` when the reactor has stopped or does not answer within 2 s).
+    /// A snapshot of workers and listeners (`cluster.stats()`).
+    pub fn stats(&self) -> Option<Stats> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.command(Command::Stats(tx));
+        rx.recv_timeout(Duration::from_secs(2)).ok()
+    }
+
     pub fn counters(&self) -> Option<Counters> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.command(Command::Counters(tx));
@@ -251,6 +261,8 @@ struct WorkerState {
     open: u32,
     /// Weight for weighted round robin (default 1).
     weight: u32,
+    /// Messages received from the worker.
+    messages: u64,
 }
 
 struct Pending {
@@ -294,6 +306,8 @@ struct Listener {
     current: HashMap<u32, i64>,
     /// The listen queue length (the largest backlog a worker asked for).
     backlog: i32,
+    /// Connections accepted on it.
+    accepted: u64,
 }
 
 #[derive(Serialize)]
@@ -442,6 +456,9 @@ impl Loop {
                         l.current.clear();
                     }
                 }
+                Command::Stats(reply) => {
+                    let _ = reply.send(self.stats());
+                }
                 Command::Counters(reply) => {
                     let mut c = self.counters;
                     c.held = self
@@ -493,6 +510,7 @@ impl Loop {
                 slot,
                 open: 0,
                 weight: 1,
+                messages: 0,
             },
         );
         // Frames may have arrived before we watched the channel.
@@ -554,12 +572,17 @@ impl Loop {
         match f.kind {
             Kind::Online => self.events.push(Event::Online { worker: id }),
             Kind::Relay => self.relay(id, f.flags, &f.payload),
-            Kind::Message => self.events.push(Event::Message {
-                worker: id,
-                flags: f.flags,
-                data: f.payload,
-                fd: f.fd,
-            }),
+            Kind::Message => {
+                if let Some(w) = self.workers.get_mut(&id) {
+                    w.messages += 1;
+                }
+                self.events.push(Event::Message {
+                    worker: id,
+                    flags: f.flags,
+                    data: f.payload,
+                    fd: f.fd,
+                })
+            }
             Kind::ListenRequest => self.listen_request(id, f.id, &f.payload),
             Kind::Ack => match frame::decode_acks(&f.payload) {
                 Ok(acks) => self.acks(id, &acks, frame::load_of_ack(f.id)),
@@ -698,6 +721,7 @@ impl Loop {
                 data: None,
                 current: HashMap::new(),
                 backlog: listener::backlog_of(r),
+                accepted: 0,
             },
         );
         Ok(lid)
@@ -951,6 +975,7 @@ impl Loop {
                     match listener::accept(fd) {
                         Ok(Some(fd)) => {
                             self.counters.accepted += 1;
+                            l.accepted += 1;
                             Pending {
                                 fd: Arc::new(fd),
                                 tries: 0,

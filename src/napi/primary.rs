@@ -247,6 +247,15 @@ impl Primary {
         })
     }
 
+    /// A JSON snapshot of workers and listeners (`cluster.stats()`), or `null`
+    /// once the reactor has stopped.
+    #[napi(catch_unwind)]
+    pub fn stats(&self) -> Option<String> {
+        self.reactor
+            .stats()
+            .and_then(|s| serde_json::to_string(&s).ok())
+    }
+
     /// Weighted round robin: sets worker `id`'s weight (default 1).
     #[napi(catch_unwind)]
     pub fn set_weight(&self, id: u32, weight: u32) {

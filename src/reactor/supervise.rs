@@ -20,6 +20,9 @@ use crate::frame::Kind;
 use crate::spawn::{self, SpawnOptions};
 use crate::supervisor::{recycle_after, Config, Decision, Jitter, Readiness, SlotState};
 
+/// How often workers are pinged for stats when no heartbeat is configured (ms).
+const STATS_PING: u64 = 1000;
+
 /// Environment variable carrying the worker id (the rest of the worker's
 /// configuration is the same for every worker of a slot).
 pub const ID_VAR: &str = "RCLUSTER_WORKER_ID";
@@ -101,6 +104,8 @@ pub enum Cmd {
 }
 
 struct Slot {
+    /// Workers started into the slot after its first (restarts, reloads...).
+    restarts: u32,
     config: Config,
     spawn: SpawnOptions,
     state: SlotState,
@@ -121,6 +126,20 @@ struct WorkerSup {
     ping_seq: u64,
     recycle_at: u64,
     connections: u64,
+    /// Round trip of the last answered heartbeat, in ms.
+    event_loop_delay_ms: Option<f64>,
+}
+
+/// What the supervisor knows of one worker (for stats).
+#[derive(Default)]
+pub struct WorkerInfo {
+    pub ready: bool,
+    pub retiring: bool,
+    pub uptime_ms: u64,
+    pub restarts: u32,
+    pub connections: u64,
+    pub event_loop_delay_ms: Option<f64>,
+    pub agent: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -178,6 +197,22 @@ impl State {
                 (d.as_millis().min(60_000) as i32).max(0) + i32::from(d.subsec_micros() > 0)
             }
             None => -1,
+        }
+    }
+
+    /// What the supervisor knows of `worker`.
+    pub fn worker_info(&self, worker: u32) -> WorkerInfo {
+        let Some(w) = self.workers.get(&worker) else {
+            return WorkerInfo::default();
+        };
+        WorkerInfo {
+            ready: w.ready,
+            retiring: w.retiring,
+            uptime_ms: w.started.elapsed().as_millis() as u64,
+            restarts: self.slots.get(&w.slot).map_or(0, |s| s.restarts),
+            connections: w.connections,
+            event_loop_delay_ms: w.event_loop_delay_ms,
+            agent: self.agent == Some(w.slot),
         }
     }
 
@@ -240,6 +275,7 @@ impl Loop {
                 self.sup.slots.insert(
                     slot,
                     Slot {
+                        restarts: 0,
                         config: *config,
                         spawn: *spawn,
                         state: SlotState::default(),
@@ -288,6 +324,7 @@ impl Loop {
                 ping_seq: 0,
                 recycle_at: recycle_after(cfg.max_connections, cfg.recycle_jitter, rand),
                 connections: 0,
+                event_loop_delay_ms: None,
             },
         );
         if cfg.ready_timeout > 0 {
@@ -296,12 +333,15 @@ impl Loop {
                 Timer::ReadyTimeout(worker),
             );
         }
-        if cfg.heartbeat_interval > 0 {
-            self.sup.at(
-                Duration::from_millis(cfg.heartbeat_interval),
-                Timer::Heartbeat(worker),
-            );
-        }
+        // Heartbeats also measure event-loop delay for stats: without a
+        // heartbeat setting they run every STATS_PING without killing anyone.
+        let every = if cfg.heartbeat_interval > 0 {
+            cfg.heartbeat_interval
+        } else {
+            STATS_PING
+        };
+        self.sup
+            .at(Duration::from_millis(every), Timer::Heartbeat(worker));
         if cfg.max_memory > 0 && !self.sup.memory_armed {
             self.sup.memory_armed = true;
             self.sup.at(Duration::from_millis(1000), Timer::Memory);
@@ -315,6 +355,9 @@ impl Loop {
         match spawn_worker(&self.sup.registry, id, &opts) {
             Ok((h, pipes)) => {
                 self.add_worker(id, slot, h.channel.clone(), h.pidfd.clone());
+                if let Some(s) = self.sup.slots.get_mut(&slot) {
+                    s.restarts += 1;
+                }
                 if let Some(s) = self.sup.slots.get_mut(&slot) {
                     if replaces.is_none() {
                         s.current = Some(id);
@@ -370,7 +413,10 @@ impl Loop {
                     Some("pong") => {
                         if let Some(w) = self.sup.workers.get_mut(&worker) {
                             if v["seq"].as_u64() == Some(w.ping_seq) {
-                                w.ping_sent = None;
+                                if let Some(sent) = w.ping_sent.take() {
+                                    w.event_loop_delay_ms =
+                                        Some(sent.elapsed().as_secs_f64() * 1000.0);
+                                }
                             }
                         }
                         false
@@ -631,7 +677,8 @@ impl Loop {
             return;
         };
         let slot = w.slot;
-        if let Some(sent) = w.ping_sent {
+        let liveness = cfg.heartbeat_interval > 0;
+        if let Some(sent) = w.ping_sent.filter(|_| liveness) {
             if sent.elapsed() >= Duration::from_millis(cfg.heartbeat_timeout) {
                 w.ping_sent = None;
                 let ms = sent.elapsed().as_millis() as u64;
@@ -661,10 +708,13 @@ impl Loop {
                     .send_frame(Kind::Control, 0, 0, body.as_bytes(), None);
             }
         }
-        let next = cfg
-            .heartbeat_interval
-            .min(cfg.heartbeat_timeout.max(1))
-            .max(1);
+        let next = if liveness {
+            cfg.heartbeat_interval
+                .min(cfg.heartbeat_timeout.max(1))
+                .max(1)
+        } else {
+            STATS_PING
+        };
         self.sup
             .at(Duration::from_millis(next), Timer::Heartbeat(worker));
     }
