@@ -21,6 +21,8 @@ export declare class Primary {
    * config of the slot (restart policy, readiness, timeouts...).
    */
   spawn(id: number, req: SpawnRequest, slot?: number | undefined | null, supervise?: string | undefined | null, agent?: boolean | undefined | null): SpawnResult
+  /** Sends `state` to systemd (`NOTIFY_SOCKET`); false when not under systemd. */
+  sdNotify(state: string): boolean
   /**
    * A JSON snapshot of workers and listeners (`cluster.stats()`), or `null`
    * once the reactor has stopped.

@@ -141,6 +141,8 @@ export interface RCluster extends Cluster {
   stats(): ClusterStats;
   /** `stats()` in Prometheus' text exposition format. */
   metrics(): string;
+  /** Sends a state line (`READY=1`, `RELOADING=1`, `STOPPING=1`...) to systemd; false without NOTIFY_SOCKET. */
+  sdNotify(state: string): boolean;
   /** The agent process (`forkAgent()`), or null. */
   agent: import('node:cluster').Worker | null;
   /** In the agent process: true. */

@@ -97,9 +97,30 @@ cluster.setupPrimary = function setupPrimary(options) {
 cluster.setupMaster = cluster.setupPrimary;
 
 function getCore() {
-  if (core === null) core = new native.Primary(onEvents);
+  if (core === null) {
+    core = new native.Primary(onEvents);
+    // The reactor took over the sockets of systemd socket activation (if
+    // LISTEN_PID named this process): the variables must not reach workers.
+    if (process.env.LISTEN_PID === String(process.pid)) {
+      delete process.env.LISTEN_PID;
+      delete process.env.LISTEN_FDS;
+      delete process.env.LISTEN_FDNAMES;
+    }
+  }
   return core;
 }
+
+/**
+ * Sends a state line to systemd (`READY=1`, `RELOADING=1`, `STOPPING=1`,
+ * `STATUS=...`) when run as a `Type=notify` service (rcluster extension).
+ * Returns false when NOTIFY_SOCKET is not set.
+ */
+cluster.sdNotify = function sdNotify(state) {
+  if (typeof state !== 'string' || state === '') {
+    throw errors.invalidArgType('state', ['string'], state);
+  }
+  return getCore().sdNotify(state);
+};
 
 // Node's cluster forks with child_process.fork(); the checks below are the
 // ones fork() and spawn() make, in the same order, with the same errors, so a

@@ -13,6 +13,7 @@ pub mod reactor;
 pub mod spawn;
 pub mod supervisor;
 pub mod sys;
+pub mod systemd;
 pub mod worker_io;
 
 #[cfg(not(test))]

@@ -340,6 +340,8 @@ struct Loop {
     stopping: bool,
     sup: supervise::State,
     counters: Counters,
+    /// Listening sockets from systemd socket activation, not yet used.
+    inherited: Vec<crate::systemd::Inherited>,
 }
 
 impl Loop {
@@ -368,6 +370,14 @@ impl Loop {
             stopping: false,
             sup: supervise::State::new(registry),
             counters: Counters::default(),
+            inherited: crate::systemd::take_listen_fds(
+                std::process::id(),
+                (
+                    std::env::var("LISTEN_PID").ok().as_deref(),
+                    std::env::var("LISTEN_FDS").ok().as_deref(),
+                    std::env::var("LISTEN_FDNAMES").ok().as_deref(),
+                ),
+            ),
         })
     }
 
@@ -673,7 +683,20 @@ impl Loop {
     fn new_listener(&mut self, r: &ListenRequest, slot: u32) -> Result<u32, i32> {
         let tcp = r.kind() == listener::Kind::Tcp;
         let policy = Policy::for_listener(r.policy.as_deref(), r.is_udp(), tcp);
-        let bound = if policy == Policy::ReusePort {
+        // A socket passed by systemd socket activation serves the matching
+        // address and port instead of a new bind.
+        let port = r.port.and_then(|p| u16::try_from(p).ok()).unwrap_or(0);
+        let activated = (tcp && policy != Policy::ReusePort)
+            .then(|| {
+                self.inherited
+                    .iter()
+                    .position(|i| crate::systemd::matches(&i.addr, r.address.as_deref(), port))
+            })
+            .flatten()
+            .map(|pos| self.inherited.remove(pos));
+        let bound = if let Some(i) = activated {
+            listener::Bound::from(i.fd)
+        } else if policy == Policy::ReusePort {
             listener::bind_reuseport(r, None)?
         } else {
             listener::bind(r)?

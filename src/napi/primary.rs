@@ -247,6 +247,13 @@ impl Primary {
         })
     }
 
+    /// Sends `state` to systemd (`NOTIFY_SOCKET`); false when not under systemd.
+    #[napi(catch_unwind)]
+    pub fn sd_notify(&self, state: String) -> Result<bool> {
+        crate::systemd::notify(std::env::var("NOTIFY_SOCKET").ok().as_deref(), &state)
+            .map_err(io_err)
+    }
+
     /// A JSON snapshot of workers and listeners (`cluster.stats()`), or `null`
     /// once the reactor has stopped.
     #[napi(catch_unwind)]
