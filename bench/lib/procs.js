@@ -50,15 +50,25 @@ function killAllSync() {
 
 // Run a command to completion with a time limit; resolves with
 // { code, signal, stdout, stderr, timedOut }.
-function run(cmd, args, { timeoutMs, env } = {}) {
+function run(cmd, args, { timeoutMs, env, trackWorkers = false } = {}) {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: env ? { ...process.env, ...env } : undefined });
     let stdout = '';
     let stderr = '';
     let timedOut = false;
     child.on('error', reject);
     track(child.pid);
-    child.stdout.on('data', (d) => (stdout += d));
+    const children = [];
+    child.stdout.on('data', (d) => {
+      stdout += d;
+      // A program that forks reports {"worker":<pid>} lines: track them too.
+      if (trackWorkers) {
+        for (const m of String(d).matchAll(/\{"worker":(\d+)\}/g)) {
+          track(Number(m[1]));
+          children.push(Number(m[1]));
+        }
+      }
+    });
     child.stderr.on('data', (d) => (stderr += d));
     const timer = setTimeout(() => {
       timedOut = true;
@@ -67,31 +77,39 @@ function run(cmd, args, { timeoutMs, env } = {}) {
     child.on('close', (code, sig) => {
       clearTimeout(timer);
       pids.delete(child.pid);
-      resolve({ code, signal: sig, stdout, stderr, timedOut });
+      killAll(children, 500).then(() => resolve({ code, signal: sig, stdout, stderr, timedOut }));
     });
   });
 }
 
 // Start bench/lib/server.js for one variant and wait for its port.
-// Resolves with { port, pid, workers }; rejects with a clear message when the
-// server exits or stays silent past startTimeoutMs.
-function startServer(serverScript, kind, workers, { startTimeoutMs = 20000 } = {}) {
+// Resolves with { port, pid, workers, startup, request(cmd) }; rejects with a
+// clear message when the server exits or stays silent past startTimeoutMs.
+// A policy the server reports as unsupported rejects with err.unavailable set.
+// `request({cmd})` sends a command on the server's stdin and resolves with its
+// answer (see server.js).
+function startServer(serverScript, kind, workers, { startTimeoutMs = 20000, policy, port, env } = {}) {
   return new Promise((resolve, reject) => {
+    const args = [serverScript, kind, String(workers)];
+    if (policy || port) args.push(policy || 'rr', String(port || 0));
     // stdin is a pipe that we never close: the server stops when it sees EOF,
     // that is, when this process is gone.
-    const child = spawn(process.execPath, [serverScript, kind, String(workers)], {
+    const child = spawn(process.execPath, args, {
       stdio: ['pipe', 'pipe', 'pipe'],
+      env: env ? { ...process.env, ...env } : process.env,
     });
     track(child.pid);
     let out = '';
     let err = '';
     let done = false;
+    let nextId = 1;
+    const waiting = new Map();
     const workerPids = [];
-    const fail = (message) => {
+    const fail = (message, extra) => {
       if (done) return;
       done = true;
       clearTimeout(timer);
-      killAll([child.pid, ...workerPids], 500).then(() => reject(new Error(message)));
+      killAll([child.pid, ...workerPids], 500).then(() => reject(Object.assign(new Error(message), extra)));
     };
     const timer = setTimeout(() => {
       fail(
@@ -99,37 +117,61 @@ function startServer(serverScript, kind, workers, { startTimeoutMs = 20000 } = {
           (err.trim() ? `; stderr: ${err.trim()}` : '')
       );
     }, startTimeoutMs);
+    const request = (cmd, timeoutMs = 5000) =>
+      new Promise((res, rej) => {
+        const id = nextId++;
+        const t = setTimeout(() => {
+          waiting.delete(id);
+          rej(new Error(`${kind}: no answer to ${cmd.cmd} within ${timeoutMs} ms`));
+        }, timeoutMs);
+        waiting.set(id, (msg) => {
+          clearTimeout(t);
+          res(msg);
+        });
+        child.stdin.write(`${JSON.stringify({ ...cmd, id })}\n`);
+      });
+    child.stdin.on('error', () => {});
     child.on('error', (e) => fail(`${kind}: cannot start: ${e.message}`));
     child.stderr.on('data', (d) => {
       err += d;
-      if (done) process.stderr.write(d);
+      if (done && !/^\s*$/.test(String(d))) process.stderr.write(d);
     });
     child.stdout.on('data', (d) => {
       out += d;
       let nl;
-      while (!done && (nl = out.indexOf('\n')) >= 0) {
+      while ((nl = out.indexOf('\n')) >= 0) {
         const line = out.slice(0, nl);
         out = out.slice(nl + 1);
         let msg;
         try {
           msg = JSON.parse(line);
         } catch {
-          fail(`${kind}: unexpected output from the server: ${line.slice(0, 200)}`);
-          return;
+          if (!done) fail(`${kind}: unexpected output from the server: ${line.slice(0, 200)}`);
+          continue;
         }
-        if (msg.worker) {
+        if (msg.reply !== undefined) {
+          const cb = waiting.get(msg.reply);
+          waiting.delete(msg.reply);
+          if (cb) cb(msg);
+        } else if (done) {
+          continue;
+        } else if (msg.unavailable) {
+          fail(`${kind}: ${msg.unavailable}`, { unavailable: true });
+        } else if (msg.worker) {
           track(msg.worker);
           workerPids.push(msg.worker);
         } else if (msg.port) {
           done = true;
           clearTimeout(timer);
           for (const pid of msg.workers) track(pid);
-          resolve(msg);
+          resolve({ ...msg, kind, request });
         }
       }
     });
     child.on('exit', (code, sig) => {
       pids.delete(child.pid);
+      for (const cb of waiting.values()) cb({ error: 'server exited' });
+      waiting.clear();
       fail(`${kind}: server exited (${sig || `code ${code}`}) before listening` + (err.trim() ? `: ${err.trim()}` : ''));
     });
   });

@@ -1,0 +1,75 @@
+'use strict';
+
+// Figure 2: keep-alive (wrk's default: connections are reused), with wrk's
+// latency percentiles and each worker's request count.
+
+const S = require('../lib/suite');
+
+const title = 'Keep-alive';
+
+async function run(ctx) {
+  const { p, loader, log } = ctx;
+  const variants = [
+    { name: 'single', kind: 'single' },
+    { name: 'cluster rr', kind: 'cluster', policy: 'rr', workers: p.workers },
+    { name: 'rcluster rr', kind: 'rcluster', policy: 'rr', workers: p.workers },
+  ];
+  const load = { connections: p.connections, duration: p.duration, keepAlive: true, latency: true };
+  const { results: R, failures, unavailable } = await S.alternate(
+    variants,
+    p.rounds,
+    (v) => S.measureFresh(v, loader, load, { warmup: p.warmup, perWorker: v.kind !== 'single' }),
+    log
+  );
+
+  const rps = (r) => r.rps;
+  const p99 = (r) => (r.latencyMs ? r.latencyMs.p99 : NaN);
+  const p50 = (r) => (r.latencyMs ? r.latencyMs.p50 : NaN);
+  const share = (r) => (r.perWorker ? S.maxShare(r.perWorker) : NaN);
+  const rows = variants.map((v) => {
+    const list = R[v.name];
+    const s = S.summary(S.values(list, rps));
+    const splits = list.filter((r) => r && r.perWorker).map((r) => S.splitText(r.perWorker));
+    return `| ${v.name} | ${s.n} | ${S.fmt(s.median)} | ${S.fmt(s.min)} | ${S.fmt(s.max)} | ${S.pct(s.spread)} | ` +
+      `${S.fmt(S.ratio(list, R['cluster rr'], rps).median, 2)} | ${S.fmt(S.summary(S.values(list, p50)).median, 2)} | ` +
+      `${S.fmt(S.summary(S.values(list, p99)).median, 2)} | ${splits.join(', ') || '-'} |` +
+      (failures[v.name] || unavailable[v.name] ? ` ${failures[v.name] || unavailable[v.name]}` : '');
+  });
+  const details = [
+    `${p.workers} workers, \`wrk -t1 -c${p.connections} -d${p.duration}s --latency\` (keep-alive, +${p.warmup}s warm-up), ${p.rounds} rounds. ` +
+      'Split: requests served by each worker during the measured run (each worker counts; counts read after the run), per round.',
+    '',
+    '| variant | runs | median req/s | min | max | spread | vs cluster rr | p50 ms | p99 ms | split per round |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
+    ...rows,
+  ].join('\n');
+
+  const na = (name) => failures[name] || unavailable[name];
+  const naBoth = na('rcluster rr') || na('cluster rr');
+  const r1 = S.ratio(R['rcluster rr'], R['cluster rr'], rps);
+  const r2 = S.ratio(R['rcluster rr'], R['cluster rr'], p99);
+  const sh = S.summary(S.values(R['rcluster rr'], share));
+  const splitNote = R['rcluster rr'].filter((r) => r && r.perWorker).map((r) => S.splitText(r.perWorker)).join(', ');
+  const checks = [
+    S.check({ figure: 2, label: 'req/s, rcluster rr / cluster rr', op: '>=', goal: 1.0, ...pick(r1), ratio: true, na: naBoth }),
+    S.check({ figure: 2, label: 'p99 latency, rcluster rr / cluster rr', op: '<=', goal: 1.0, ...pick(r2), ratio: true, na: naBoth }),
+    S.check({
+      figure: 2,
+      label: 'rcluster split, largest worker share (45/55 → ≤ 55%)',
+      op: '<=',
+      goal: 55,
+      ...pick(sh),
+      unit: '%',
+      digits: 1,
+      na: na('rcluster rr'),
+      note: splitNote && `per round ${splitNote}`,
+    }),
+  ];
+  return { title, details, checks };
+}
+
+function pick(s) {
+  return { value: s.median, min: s.min, max: s.max };
+}
+
+module.exports = { title, run };
