@@ -35,7 +35,10 @@ function dropPrivileges(cfg) {
 }
 
 const raw = process.env[KEY];
-if (raw !== undefined && globalThis[GLOBAL] === undefined) {
+// Only the worker's main thread owns the channel: Node 20's module.register()
+// hooks thread (and any worker_threads) run --require preloads again.
+const { isMainThread } = require('worker_threads');
+if (raw !== undefined && globalThis[GLOBAL] === undefined && isMainThread) {
   delete process.env[KEY];
   const cfg = JSON.parse(raw);
   // The worker id is set by the Rust spawner (restarts get new ids).

@@ -661,10 +661,28 @@ const SUPERVISOR_EVENTS = new Set([
   'restart', 'backoff', 'crashloop', 'unready', 'unresponsive', 'recycle', 'reload', 'ready', 'retire', 'error',
 ]);
 
+// While a slot waits out its restart delay no worker process exists to keep
+// the primary alive (a ChildProcess would in Node): hold the loop open.
+const scheduled = new Set();
+let waiting = null;
+function restartPending(slot, on) {
+  if (on) scheduled.add(slot); else scheduled.delete(slot);
+  if (scheduled.size > 0 && waiting === null) waiting = setInterval(() => {}, TIMEOUT_MAX);
+  if (scheduled.size === 0 && waiting !== null) {
+    clearInterval(waiting);
+    waiting = null;
+  }
+}
+
 function onSupervisor(ev) {
   const kind = ev.kind.slice(4);
   const info = ev.info ? JSON.parse(ev.info) : {};
   info.slot = ev.slot;
+  if (kind === 'scheduled') {
+    restartPending(ev.slot, true);
+    return;
+  }
+  if (kind === 'crashloop') restartPending(ev.slot, false);
   if (kind === 'reloadDone') {
     const waiters = pending.reload.splice(0);
     for (const w of waiters) {
@@ -746,6 +764,7 @@ function emitWorkerError(worker, message) {
 
 function onEvent(ev) {
   if (ev.kind === 'spawned') {
+    restartPending(ev.slot, false);
     const worker = adopt(ev);
     if (ev.message === 'restart') {
       process.nextTick(() => cluster.emit('restart', worker, { slot: ev.slot, reason: 'restart' }));

@@ -109,6 +109,57 @@ enum Command {
     Stop,
 }
 
+/// Default per-worker ceiling of [`MessageBacklog`] in the napi layer.
+pub const DEFAULT_MESSAGE_BACKLOG: usize = 16 << 20;
+
+/// Message bytes read from each worker and handed to JavaScript, not yet
+/// taken by it: the reactor adds what it reads, the sink's consumer calls
+/// [`MessageBacklog::taken`] as JavaScript takes each batch. Above `limit`
+/// bytes for one worker the reactor stops reading that worker's channel
+/// (an error event says so) until JavaScript has caught up to half of it,
+/// so a worker that floods the primary fills its own socket and queue, not
+/// the primary's memory; other workers are not slowed. A `limit` of 0 (the
+/// default, for sinks that do not report) turns this off.
+#[derive(Default)]
+pub struct MessageBacklog {
+    limit: std::sync::atomic::AtomicUsize,
+    bytes: parking_lot::Mutex<HashMap<u32, usize>>,
+}
+
+impl MessageBacklog {
+    /// Sets the per-worker ceiling in bytes (0: no ceiling).
+    pub fn set_limit(&self, bytes: usize) {
+        self.limit
+            .store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn limit(&self) -> usize {
+        self.limit.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn add(&self, worker: u32, n: usize) {
+        if self.limit() > 0 {
+            *self.bytes.lock().entry(worker).or_default() += n;
+        }
+    }
+
+    /// JavaScript took `n` message bytes of `worker`.
+    pub fn taken(&self, worker: u32, n: usize) {
+        let mut m = self.bytes.lock();
+        if let Some(b) = m.get_mut(&worker) {
+            *b = b.saturating_sub(n);
+            if *b == 0 {
+                m.remove(&worker);
+            }
+        }
+    }
+
+    /// Bytes of `worker` waiting for JavaScript.
+    pub fn waiting(&self, worker: u32) -> usize {
+        self.bytes.lock().get(&worker).copied().unwrap_or(0)
+    }
+}
+
 /// Connection accounting of the dispatcher (see [`Reactor::counters`]).
 /// Once nothing is held, `accepted == acknowledged + closed`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -340,6 +391,14 @@ struct Loop {
     stopping: bool,
     sup: supervise::State,
     counters: Counters,
+    /// Shared with the napi layer: the message backlog lives here.
+    registry: Arc<Registry>,
+    /// Workers whose channel is not read while JS catches up on their messages.
+    paused: Vec<u32>,
+    /// When each paused worker was last warned about (one warning per 10 s).
+    paused_warned: HashMap<u32, Instant>,
+    /// Reading a dead worker's last frames: never paused.
+    reaping: bool,
     /// Listening sockets from systemd socket activation, not yet used.
     inherited: Vec<crate::systemd::Inherited>,
 }
@@ -368,8 +427,12 @@ impl Loop {
             events: Vec::new(),
             accept_backoff: None,
             stopping: false,
-            sup: supervise::State::new(registry),
+            sup: supervise::State::new(registry.clone()),
             counters: Counters::default(),
+            registry,
+            paused: Vec::new(),
+            paused_warned: HashMap::new(),
+            reaping: false,
             inherited: crate::systemd::take_listen_fds(
                 std::process::id(),
                 (
@@ -402,6 +465,12 @@ impl Loop {
                 (-1, t) | (t, -1) => t,
                 (a, b) => a.min(b),
             };
+            // A paused channel is looked at again every 10 ms.
+            let timeout = match (timeout, self.paused.is_empty()) {
+                (t, true) => t,
+                (-1, false) => 10,
+                (t, false) => t.min(10),
+            };
             if let Err(e) = self.poller.wait(&mut ready, timeout) {
                 self.events.push(Event::Error {
                     worker: 0,
@@ -421,6 +490,7 @@ impl Loop {
                 }
             }
             self.expire_holds();
+            self.resume_paused();
             for r in &ready {
                 let id = (r.token & !T_MASK) as u32;
                 match r.token & T_MASK {
@@ -557,6 +627,11 @@ impl Loop {
             if !w.connected {
                 return;
             }
+            if !self.reaping && self.backlogged(id) {
+                self.pause(id);
+                return;
+            }
+            let w = self.workers.get_mut(&id).expect("checked above");
             let r = w.inbox.read(&w.channel);
             match r {
                 Ok(Read::Frame(f)) => self.frame(id, f),
@@ -578,6 +653,55 @@ impl Loop {
         }
     }
 
+    /// Whether JS has more of worker `id`'s messages waiting than the limit.
+    fn backlogged(&self, id: u32) -> bool {
+        let b = &self.registry.backlog;
+        let limit = b.limit();
+        limit > 0 && b.waiting(id) > limit
+    }
+
+    /// Stops reading worker `id`'s channel until JS catches up (see [`MessageBacklog`]).
+    fn pause(&mut self, id: u32) {
+        if self.paused.contains(&id) {
+            return;
+        }
+        self.paused.push(id);
+        let now = Instant::now();
+        let warned = self.paused_warned.get(&id);
+        if warned.is_none_or(|t| now.duration_since(*t) >= Duration::from_secs(10)) {
+            self.paused_warned.insert(id, now);
+            let waiting = self.registry.backlog.waiting(id);
+            self.events.push(Event::Error {
+                worker: id,
+                message: format!(
+                    "worker {id}: sends messages faster than the primary's JavaScript takes them \
+                     ({} MiB waiting, limit {} MiB); reading from its channel is paused until \
+                     they are handled (its process.send() calls queue up in the worker)",
+                    waiting >> 20,
+                    self.registry.backlog.limit() >> 20
+                ),
+            });
+        }
+    }
+
+    /// Reads again from paused workers once JS has taken half of their backlog.
+    fn resume_paused(&mut self) {
+        if self.paused.is_empty() {
+            return;
+        }
+        let limit = self.registry.backlog.limit();
+        let ready: Vec<u32> = self
+            .paused
+            .iter()
+            .copied()
+            .filter(|id| limit == 0 || self.registry.backlog.waiting(*id) <= limit / 2)
+            .collect();
+        self.paused.retain(|id| !ready.contains(id));
+        for id in ready {
+            self.channel_ready(id, poller::READABLE);
+        }
+    }
+
     fn frame(&mut self, id: u32, f: crate::channel::Incoming) {
         match f.kind {
             Kind::Online => self.events.push(Event::Online { worker: id }),
@@ -586,6 +710,7 @@ impl Loop {
                 if let Some(w) = self.workers.get_mut(&id) {
                     w.messages += 1;
                 }
+                self.registry.backlog.add(id, f.payload.len());
                 self.events.push(Event::Message {
                     worker: id,
                     flags: f.flags,
@@ -1189,8 +1314,13 @@ impl Loop {
             Ok(None) => return, // not yet (spurious wake-up)
             Err(_) => None,     // reaped by someone else: status unknown
         };
-        // Everything the worker wrote before dying is delivered before `exit`.
+        // Everything the worker wrote before dying is delivered before
+        // `exit`, however far behind JS is (it is finite now).
+        self.reaping = true;
         self.channel_ready(id, poller::READABLE);
+        self.reaping = false;
+        self.paused.retain(|p| *p != id);
+        self.paused_warned.remove(&id);
         self.worker_gone(id, None);
         if let Some(w) = self.workers.remove(&id) {
             self.poller.delete(w.pidfd.as_raw_fd());

@@ -169,10 +169,24 @@ impl Primary {
     /// Starts the reactor; `callback` receives arrays of events.
     #[napi(constructor, catch_unwind)]
     pub fn new(callback: Function<Vec<PrimaryEvent>, ()>, window: Option<u32>) -> Result<Self> {
+        // The reactor stops reading a worker whose messages JS has not
+        // taken yet beyond this (see `MessageBacklog`); JS takes a batch here.
+        let registry = Arc::new(Registry::default());
+        registry
+            .backlog
+            .set_limit(crate::reactor::DEFAULT_MESSAGE_BACKLOG);
+        let taken = registry.clone();
         let tsfn = callback
             .build_threadsafe_function::<Vec<Event>>()
             .weak::<true>()
-            .build_callback(|ctx| Ok(ctx.value.into_iter().map(to_js).collect::<Vec<_>>()))?;
+            .build_callback(move |ctx| {
+                for e in &ctx.value {
+                    if let Event::Message { worker, data, .. } = e {
+                        taken.backlog.taken(*worker, data.len());
+                    }
+                }
+                Ok(ctx.value.into_iter().map(to_js).collect::<Vec<_>>())
+            })?;
         let sink = Box::new(move |batch: Vec<Event>| {
             tsfn.call(batch, ThreadsafeFunctionCallMode::NonBlocking);
         });
@@ -180,7 +194,6 @@ impl Primary {
         if let Some(w) = window {
             config.window = w.max(1) as usize;
         }
-        let registry = Arc::new(Registry::default());
         let reactor = Reactor::start_with(sink, config, registry.clone()).map_err(io_err)?;
         Ok(Primary { reactor, registry })
     }

@@ -62,6 +62,8 @@ fn to_js(e: WorkerEvent) -> WorkerFrame {
     out
 }
 
+static CHANNEL_TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// The worker's native side of the channel.
 #[napi]
 pub struct WorkerChannel {
@@ -74,6 +76,19 @@ impl WorkerChannel {
     /// dies with it). `callback` receives arrays of frames.
     #[napi(constructor, catch_unwind)]
     pub fn new(fd: i32, ppid: i32, callback: Function<Vec<WorkerFrame>, ()>) -> Result<Self> {
+        // The channel fd is taken over once per process; a second taker (a
+        // preload run again on another thread) gets an error, not a double close.
+        if CHANNEL_TAKEN.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Err(napi::Error::from_reason(
+                "the rcluster channel is already open in this process",
+            ));
+        }
+        // SAFETY: F_GETFD on an integer; it only checks that the fd is open.
+        if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+            return Err(napi::Error::from_reason(format!(
+                "rcluster channel fd {fd} is not open"
+            )));
+        }
         worker_io::die_with_parent(ppid);
         let tsfn = callback
             .build_threadsafe_function::<Vec<WorkerEvent>>()

@@ -40,6 +40,8 @@ pub struct Handle {
 pub struct Registry {
     next: AtomicU32,
     pub workers: Mutex<HashMap<u32, Handle>>,
+    /// Message bytes read from each worker that JavaScript has not taken yet.
+    pub backlog: super::MessageBacklog,
 }
 
 impl Registry {
@@ -128,6 +130,9 @@ struct WorkerSup {
     connections: u64,
     /// Round trip of the last answered heartbeat, in ms.
     event_loop_delay_ms: Option<f64>,
+    /// Killed because it was not ready in time: a failed start, unstable
+    /// whatever its uptime.
+    failed_start: bool,
 }
 
 /// What the supervisor knows of one worker (for stats).
@@ -325,6 +330,7 @@ impl Loop {
                 recycle_at: recycle_after(cfg.max_connections, cfg.recycle_jitter, rand),
                 connections: 0,
                 event_loop_delay_ms: None,
+                failed_start: false,
             },
         );
         if cfg.ready_timeout > 0 {
@@ -543,7 +549,11 @@ impl Loop {
             return;
         }
         let on_purpose = w.on_purpose || w.retiring;
-        let uptime = w.started.elapsed();
+        let uptime = if w.failed_start {
+            Duration::ZERO
+        } else {
+            w.started.elapsed()
+        };
         let cfg = s.config.clone();
         let current = s.current;
         let decision = s.state.on_exit(&cfg, code, signal, uptime, on_purpose);
@@ -574,6 +584,12 @@ impl Loop {
                         ]),
                     );
                 }
+                self.sup_event(
+                    "scheduled",
+                    worker,
+                    slot,
+                    info(&[("delay", (after.as_millis() as u64).into())]),
+                );
                 self.sup.at(after, Timer::Restart(slot));
             }
             Decision::Stop { reason } => {
@@ -635,6 +651,9 @@ impl Loop {
                             .into(),
                     )]),
                 );
+                if let Some(w) = self.sup.workers.get_mut(&worker) {
+                    w.failed_start = true;
+                }
                 if let Some(old) = replaces {
                     self.fail_reload(
                         slot,

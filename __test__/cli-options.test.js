@@ -1,0 +1,99 @@
+'use strict';
+
+// The CLI's command line: --help documents every option with its default,
+// bad options are a clear error with exit code 2, and parsing rules
+// (app arguments, aliases, units).
+
+const test = require('node:test');
+const assert = require('node:assert');
+const { spawnSync } = require('child_process');
+const path = require('path');
+const { ROOT, FIXTURES } = require('./helpers');
+const { BIN } = require('./cli-lib');
+const cli = require('../lib/cli');
+
+function runSync(args) {
+  const r = spawnSync(process.execPath, [BIN, ...args], { cwd: ROOT, encoding: 'utf8', timeout: 10000 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+test('--help lists every option with its default, exit 0', () => {
+  const r = runSync(['--help']);
+  assert.strictEqual(r.code, 0, r.stderr);
+  assert.match(r.stdout, /^Usage: rcluster \[options\] <app\.js\|app\.mjs> \[app arguments\.\.\.\]/);
+  const options = cli.OPTIONS.filter((o) => !o.section);
+  assert.ok(options.length >= 25);
+  for (const o of options) {
+    // The option's line and the description's continuation lines.
+    const lines = r.stdout.split('\n');
+    const at = lines.findIndex((l) => l.trimStart().startsWith(o.short ? `-${o.short}, --${o.name}` : `--${o.name}`));
+    assert.ok(at >= 0, `--${o.name} is in --help`);
+    let end = at + 1;
+    while (end < lines.length && /^ {10,}\S/.test(lines[end])) end++;
+    const line = lines.slice(at, end).map((l) => l.trim()).join(' ');
+    if (o.def && o.def !== '-') assert.ok(line.includes(`(default: ${o.def})`), `--${o.name} shows its default: ${line}`);
+  }
+  for (const name of ['workers', 'policy', 'restart', 'max-restarts', 'backoff-initial', 'readiness', 'ready-timeout',
+    'shutdown-timeout', 'drain-timeout', 'max-memory', 'max-connections', 'heartbeat-interval', 'env', 'node-arg', 'log-dir']) {
+    assert.ok(options.some((o) => o.name === name), name);
+  }
+  assert.match(r.stdout, /SIGHUP/);
+  assert.match(r.stdout, /SIGUSR2/);
+  assert.match(r.stdout, /rcluster\/register/);
+  assert.strictEqual(runSync(['-h']).stdout, r.stdout);
+});
+
+test('bad command lines: a clear message on stderr and exit code 2', () => {
+  const app = path.join(FIXTURES, 'cli-app.js');
+  const cases = [
+    [['--frobnicate', app], /rcluster: unknown option '--frobnicate'/],
+    [['-Z', app], /rcluster: unknown option '-Z'/],
+    [['--workers', 'abc', app], /rcluster: --workers must be an integer from 1 to 1024, got 'abc'/],
+    [['-w', '0', app], /--workers must be an integer/],
+    [[], /rcluster: missing the app to run/],
+    [['-w', '2'], /rcluster: missing the app to run/],
+    [['no-such-app.js'], /rcluster: cannot find the app 'no-such-app\.js'/],
+    [['--policy', 'random', app], /--policy must be one of rr, none, reuseport, least, hash, got 'random'/],
+    [['--restart', 'sometimes', app], /--restart must be one of always, on-failure, never/],
+    [['--min-uptime', '5 parsecs', app], /--min-uptime must be a duration/],
+    [['--max-memory', '12Q', app], /--max-memory must be a size/],
+    [['--env', 'NOVALUE', app], /--env must be KEY=VALUE, got 'NOVALUE'/],
+    [['--node-arg', '--inspect', app], /argument is ambiguous[^]*--node-arg=-XYZ/],
+    [['--log-dir', '/tmp/x', '--output', '/tmp/y', app], /--log-dir cannot be combined with --output or --error/],
+    [['--workers'], /option '-w, --workers <value>' argument missing/],
+  ];
+  for (const [args, re] of cases) {
+    const r = runSync(args);
+    assert.strictEqual(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, re, args.join(' '));
+    assert.match(r.stderr, /Run 'rcluster --help' for the options\./);
+    assert.strictEqual(r.stdout, '');
+  }
+});
+
+test('parsing: options end at the app, units, aliases, last one wins', () => {
+  const app = path.join(FIXTURES, 'cli-app.js');
+  let r = cli.parse(['-i', '3', '--min-uptime=2s', '--max-memory', '512M', '-e', 'A=1', '-e', 'B=x=y', app, '-w', '9', '--help']);
+  assert.strictEqual(r.values.workers, 3, '-i is --workers');
+  assert.strictEqual(r.values['min-uptime'], 2000);
+  assert.strictEqual(r.values['max-memory'], 512 * 1024 * 1024);
+  assert.deepStrictEqual(r.values.env, [['A', '1'], ['B', 'x=y']]);
+  assert.strictEqual(r.app, app);
+  assert.deepStrictEqual(r.appArgs, ['-w', '9', '--help'], 'everything after the app is the app\'s');
+  r = cli.parse(['-w', '2', '-w', '4', '--', app, 'x']);
+  assert.strictEqual(r.values.workers, 4);
+  assert.deepStrictEqual(r.appArgs, ['x']);
+  r = cli.parse(['--workers', 'max', '--drain-timeout', '1.5m', '--backoff-factor', '1.5', '--node-arg=--trace-warnings', '--node-arg=--no-deprecation', app]);
+  assert.strictEqual(r.values.workers, require('os').availableParallelism());
+  assert.strictEqual(r.values['drain-timeout'], 90000);
+  assert.strictEqual(r.values['backoff-factor'], 1.5);
+  assert.deepStrictEqual(r.values['node-arg'], ['--trace-warnings', '--no-deprecation']);
+  r = cli.parse([path.join(FIXTURES, 'cli-app')]);
+  assert.strictEqual(r.app, app, 'resolved the way `node cli-app` would');
+});
+
+test('--version', () => {
+  const r = runSync(['--version']);
+  assert.strictEqual(r.code, 0);
+  assert.match(r.stdout, /^rcluster \d+\.\d+\.\d+/);
+});
