@@ -157,11 +157,22 @@ const OPTIONS = [
   { name: 'log-dir', arg: 'dir', def: '-', parse: (v) => v,
     help: 'one pair of files per slot: <dir>/worker-<slot>.out.log and worker-<slot>.err.log' },
   { section: 'Other' },
+  { name: 'metrics', arg: 'host:port', def: 'off', parse: hostPort,
+    help: 'serve cluster.metrics() (Prometheus text format) at http://host:port/metrics' },
   { name: 'quiet', short: 'q', def: 'false', boolean: true,
     help: 'no start-up table and no event lines (errors, crash loops and status still print)' },
   { name: 'help', short: 'h', def: '', boolean: true, help: 'show this help' },
   { name: 'version', short: 'v', def: '', boolean: true, help: 'show the version' },
 ];
+function hostPort(v, flag) {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(v) || /^()()(\d+)$/.exec(v);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || !(port >= 0 && port <= 65535)) {
+    throw usage(`${flag} must be host:port or port (0-65535), got '${v}'`);
+  }
+  return { host: m[1] || m[2] || '127.0.0.1', port };
+}
+
 // `-i` is PM2's spelling of --workers.
 const ALIASES = { instances: { name: 'instances', short: 'i', alias: 'workers' } };
 
@@ -387,6 +398,29 @@ function run({ values, app, appArgs }) {
     const o = values.output !== undefined ? open(values.output) : 'inherit';
     const e = values.error !== undefined ? open(values.error) : o;
     stdioFor = () => ['ignore', o, e, 'ipc'];
+  }
+
+  if (values.metrics !== undefined) {
+    // Prometheus scrapes the primary; the numbers come from the Rust reactor.
+    const { host, port } = values.metrics;
+    const server = require('http').createServer((req, res) => {
+      if (req.url !== '/metrics') {
+        res.statusCode = 404;
+        res.end('not found: try /metrics\n');
+        return;
+      }
+      res.setHeader('content-type', 'text/plain; version=0.0.4');
+      res.end(cluster.metrics());
+    });
+    server.on('error', (err) => {
+      out.event('error', `--metrics ${host}:${port}: ${err.message}`, true);
+      process.exitCode = 2;
+    });
+    server.listen(port, host, () => {
+      const a = server.address();
+      out.event('metrics', `Prometheus metrics at http://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}/metrics`);
+    });
+    server.unref();
   }
 
   const env = Object.fromEntries(values.env || []);
