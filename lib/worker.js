@@ -115,15 +115,20 @@ function relay(target, message, callback) {
   }
   serialize.validate(message);
   const [data, flags] = serialize.encode(message, !!config.advanced);
-  relaySeq = (relaySeq + 1) >>> 0;
+  // Sequence 0: no callback, the reactor answers only on failure.
+  let seq = 0;
+  if (callback) {
+    relaySeq = (relaySeq % 0xfffffffe) + 1;
+    seq = relaySeq;
+    relayCallbacks.set(seq, callback);
+  }
   const head = Buffer.allocUnsafe(8);
   head.writeUInt32LE(target >>> 0, 0);
-  head.writeUInt32LE(relaySeq, 4);
-  relayCallbacks.set(relaySeq, callback || null);
+  head.writeUInt32LE(seq, 4);
   try {
     chan.send(F.RELAY, flags, 0, Buffer.concat([head, data]));
   } catch (err) {
-    relayCallbacks.delete(relaySeq);
+    relayCallbacks.delete(seq);
     const ex = errors.channelClosed();
     if (callback) process.nextTick(callback, ex);
     else process.nextTick(() => cluster.worker.emit('error', ex));
@@ -133,7 +138,7 @@ function relay(target, message, callback) {
 }
 
 function relayed(msg) {
-  const cb = relayCallbacks.get(msg.seq);
+  const cb = msg.seq === 0 ? undefined : relayCallbacks.get(msg.seq);
   relayCallbacks.delete(msg.seq);
   const err = msg.error ? Object.assign(new Error(msg.error), { code: 'ERR_RCLUSTER_NO_WORKER' }) : null;
   if (cb) cb(err, msg.delivered);

@@ -3,7 +3,8 @@
 //! payload starts with the target (a worker id, [`BROADCAST`] or [`AGENT`])
 //! and its own sequence number; each target receives a `Relay` frame that
 //! starts with the sender's id and that sequence number; the sender gets a
-//! `{"op":"relayed"}` control frame saying how many workers it reached.
+//! `{"op":"relayed"}` control frame saying how many workers it reached when
+//! it asked for one (sequence number not 0) or when the target is gone.
 
 use super::{Event, Loop};
 use crate::frame::Kind;
@@ -71,6 +72,11 @@ impl Loop {
         } else {
             None
         };
+        // The sender hears back only when it asked (a callback: seq != 0) or
+        // when nothing was delivered: no extra frame per message otherwise.
+        if seq == 0 && error.is_none() {
+            return;
+        }
         let reply = serde_json::json!({
             "op": "relayed",
             "seq": seq,
