@@ -103,6 +103,11 @@ impl Channel {
         Ok((Channel::new(a)?, b))
     }
 
+    /// Gives the socket back (queued output is dropped).
+    pub fn into_fd(self) -> OwnedFd {
+        self.fd
+    }
+
     /// Bytes queued and not yet written to the socket.
     pub fn queued_bytes(&self) -> usize {
         self.out.lock().bytes

@@ -3,6 +3,7 @@
 //! panic crosses into Node; they become JS exceptions.
 
 mod primary;
+mod uv_channel;
 mod worker;
 
 use std::os::fd::{FromRawFd, OwnedFd};

@@ -1,13 +1,16 @@
 //! `WorkerChannel`: the worker's JS handle on its channel to the primary.
 
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::sync::Arc;
 
 use napi::bindgen_prelude::{Buffer, Function};
 use napi::threadsafe_function::ThreadsafeFunctionCallMode;
-use napi::Result;
+use napi::{Env, JsValue, Result};
 use napi_derive::napi;
 
+use super::uv_channel::UvChannel;
 use super::{dup_js_fd, io_err};
+use crate::channel::{Channel, Flush};
 use crate::frame::{self, Kind};
 use crate::worker_io::{self, WorkerEvent, WorkerIo};
 
@@ -64,10 +67,34 @@ fn to_js(e: WorkerEvent) -> WorkerFrame {
 
 static CHANNEL_TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// How the worker reads its channel.
+enum Io {
+    /// A poll handle on Node's own loop (the default): no thread hop.
+    Uv(UvChannel),
+    /// A reader thread and a threadsafe function (`RCLUSTER_WORKER_IO=thread`,
+    /// or when libuv cannot be reached).
+    Thread(WorkerIo),
+}
+
+impl Io {
+    fn channel(&self) -> Arc<Channel> {
+        match self {
+            Io::Uv(u) => u.channel(),
+            Io::Thread(t) => t.channel().clone(),
+        }
+    }
+
+    fn sent(&self, flush: Flush) {
+        if let Io::Uv(u) = self {
+            u.sent(flush);
+        }
+    }
+}
+
 /// The worker's native side of the channel.
 #[napi]
 pub struct WorkerChannel {
-    io: Option<WorkerIo>,
+    io: Option<Io>,
 }
 
 #[napi]
@@ -75,7 +102,12 @@ impl WorkerChannel {
     /// Takes over the channel at `fd`; `ppid` is the primary's pid (the worker
     /// dies with it). `callback` receives arrays of frames.
     #[napi(constructor, catch_unwind)]
-    pub fn new(fd: i32, ppid: i32, callback: Function<Vec<WorkerFrame>, ()>) -> Result<Self> {
+    pub fn new(
+        env: Env,
+        fd: i32,
+        ppid: i32,
+        callback: Function<Vec<WorkerFrame>, ()>,
+    ) -> Result<Self> {
         // The channel fd is taken over once per process; a second taker (a
         // preload run again on another thread) gets an error, not a double close.
         if CHANNEL_TAKEN.swap(true, std::sync::atomic::Ordering::SeqCst) {
@@ -90,13 +122,43 @@ impl WorkerChannel {
             )));
         }
         worker_io::die_with_parent(ppid);
+        // SAFETY: the primary placed the channel at `fd` for this process and
+        // nothing else in the process owns it; JS hands it over exactly once.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        if std::env::var_os("RCLUSTER_WORKER_IO").is_none_or(|v| v != "thread") {
+            crate::sys::set_cloexec(fd, true).map_err(io_err)?;
+            let channel = Arc::new(Channel::new(owned).map_err(io_err)?);
+            let uv_loop = env.get_uv_event_loop()?;
+            // SAFETY: on the JS thread, with this call's live env and a
+            // function value of it.
+            let uv = unsafe {
+                UvChannel::start(
+                    env.raw(),
+                    uv_loop as *mut std::ffi::c_void,
+                    callback.raw(),
+                    channel.clone(),
+                    to_js,
+                )
+            };
+            if let Some(uv) = uv {
+                return Ok(WorkerChannel {
+                    io: Some(Io::Uv(uv)),
+                });
+            }
+            // libuv unreachable: the thread takes the channel over.
+            let fd = Arc::try_unwrap(channel)
+                .map_err(|_| napi::Error::from_reason("channel still shared"))?
+                .into_fd();
+            return Self::with_thread(fd, callback);
+        }
+        Self::with_thread(owned, callback)
+    }
+
+    fn with_thread(owned: OwnedFd, callback: Function<Vec<WorkerFrame>, ()>) -> Result<Self> {
         let tsfn = callback
             .build_threadsafe_function::<Vec<WorkerEvent>>()
             .weak::<true>()
             .build_callback(|ctx| Ok(ctx.value.into_iter().map(to_js).collect::<Vec<_>>()))?;
-        // SAFETY: the primary placed the channel at `fd` for this process and
-        // nothing else in the process owns it; JS hands it over exactly once.
-        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
         let io = WorkerIo::start(
             owned,
             Box::new(move |batch| {
@@ -104,7 +166,9 @@ impl WorkerChannel {
             }),
         )
         .map_err(io_err)?;
-        Ok(WorkerChannel { io: Some(io) })
+        Ok(WorkerChannel {
+            io: Some(Io::Thread(io)),
+        })
     }
 
     /// Sends a frame of `kind`. Messages of any size are chunked; other kinds
@@ -132,7 +196,11 @@ impl WorkerChannel {
             ch.send_frame(kind, flags as u8, id as u64, &payload, pass)
         }
         .map_err(io_err)?;
-        Ok(ch.queued_bytes().min(u32::MAX as usize) as u32)
+        let queued = ch.queued_bytes();
+        if queued > 0 {
+            io.sent(Flush::Pending);
+        }
+        Ok(queued.min(u32::MAX as usize) as u32)
     }
 
     /// Acknowledges connections: taken ones and refused ones. `open`, when
@@ -144,28 +212,33 @@ impl WorkerChannel {
         let mut acks: Vec<(u64, bool)> = accepted.iter().map(|i| (*i as u64, true)).collect();
         acks.extend(refused.iter().map(|i| (*i as u64, false)));
         let load = frame::ack_load_id(open);
+        let ch = io.channel();
+        let mut flush = Flush::Done;
         if acks.is_empty() && open.is_some() {
-            io.channel()
+            flush = ch
                 .send_frame(Kind::Ack, 0, load, &[], None)
                 .map_err(io_err)?;
         }
         for chunk in acks.chunks(frame::MAX_PAYLOAD / 8) {
-            io.channel()
+            flush = ch
                 .send_frame(Kind::Ack, 0, load, &frame::encode_acks(chunk), None)
                 .map_err(io_err)?;
         }
+        io.sent(flush);
         Ok(())
     }
 
     /// Closes the channel; the primary sees the worker disconnect.
     #[napi(catch_unwind)]
     pub fn close(&mut self) {
-        if let Some(mut io) = self.io.take() {
-            io.close();
+        match self.io.take() {
+            Some(Io::Thread(mut t)) => t.close(),
+            Some(Io::Uv(u)) => u.close(),
+            None => {}
         }
     }
 
-    fn io(&self) -> Result<&WorkerIo> {
+    fn io(&self) -> Result<&Io> {
         self.io.as_ref().ok_or_else(|| {
             io_err(std::io::Error::new(
                 std::io::ErrorKind::NotConnected,

@@ -1,0 +1,316 @@
+//! The worker's channel driven by Node's own event loop: a libuv poll handle
+//! on the channel fd, so frames reach JavaScript with no thread hop (the
+//! thread-and-threadsafe-function path in `worker_io` costs two context
+//! switches per batch). libuv's functions are looked up at run time
+//! (`dlsym`), so nothing here is linked into test binaries; when they are
+//! missing the caller falls back to the thread.
+
+use std::cell::RefCell;
+use std::ffi::{c_int, c_void, CStr};
+use std::rc::Rc;
+use std::sync::{Arc, OnceLock};
+
+use napi::bindgen_prelude::ToNapiValue;
+use napi::sys;
+
+use crate::channel::{Channel, Flush, Inbox, Read};
+use crate::worker_io::WorkerEvent;
+
+#[repr(C)]
+pub struct UvHandle {
+    _opaque: [u8; 0],
+}
+
+type PollCb = unsafe extern "C" fn(*mut UvHandle, c_int, c_int);
+type CloseCb = unsafe extern "C" fn(*mut UvHandle);
+
+type HandleSizeFn = unsafe extern "C" fn(c_int) -> usize;
+type PollInitFn = unsafe extern "C" fn(*mut c_void, *mut UvHandle, c_int) -> c_int;
+type PollStartFn = unsafe extern "C" fn(*mut UvHandle, c_int, PollCb) -> c_int;
+type PollStopFn = unsafe extern "C" fn(*mut UvHandle) -> c_int;
+type CloseFn = unsafe extern "C" fn(*mut UvHandle, CloseCb);
+type UnrefFn = unsafe extern "C" fn(*mut UvHandle);
+type SetDataFn = unsafe extern "C" fn(*mut UvHandle, *mut c_void);
+type GetDataFn = unsafe extern "C" fn(*const UvHandle) -> *mut c_void;
+
+struct UvApi {
+    handle_size: HandleSizeFn,
+    poll_init: PollInitFn,
+    poll_start: PollStartFn,
+    poll_stop: PollStopFn,
+    close: CloseFn,
+    unref: UnrefFn,
+    set_data: SetDataFn,
+    get_data: GetDataFn,
+}
+
+const UV_POLL: c_int = 8;
+const UV_READABLE: c_int = 1;
+const UV_WRITABLE: c_int = 2;
+/// Frames handed to JavaScript per callback at most (keeps the loop fair).
+const BATCH: usize = 1024;
+
+fn api() -> Option<&'static UvApi> {
+    static API: OnceLock<Option<UvApi>> = OnceLock::new();
+    API.get_or_init(|| {
+        fn sym(name: &CStr) -> Option<*mut c_void> {
+            // SAFETY: dlsym with RTLD_DEFAULT looks a symbol up in the process
+            // (Node exports libuv); a null result means it is not there.
+            let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+            (!p.is_null()).then_some(p)
+        }
+        // SAFETY: each symbol is libuv's function of that name, whose C
+        // signature the field's type spells out.
+        unsafe {
+            Some(UvApi {
+                handle_size: std::mem::transmute::<*mut c_void, HandleSizeFn>(sym(
+                    c"uv_handle_size",
+                )?),
+                poll_init: std::mem::transmute::<*mut c_void, PollInitFn>(sym(c"uv_poll_init")?),
+                poll_start: std::mem::transmute::<*mut c_void, PollStartFn>(sym(c"uv_poll_start")?),
+                poll_stop: std::mem::transmute::<*mut c_void, PollStopFn>(sym(c"uv_poll_stop")?),
+                close: std::mem::transmute::<*mut c_void, CloseFn>(sym(c"uv_close")?),
+                unref: std::mem::transmute::<*mut c_void, UnrefFn>(sym(c"uv_unref")?),
+                set_data: std::mem::transmute::<*mut c_void, SetDataFn>(sym(
+                    c"uv_handle_set_data",
+                )?),
+                get_data: std::mem::transmute::<*mut c_void, GetDataFn>(sym(
+                    c"uv_handle_get_data",
+                )?),
+            })
+        }
+    })
+    .as_ref()
+}
+
+/// Converts a batch for JavaScript (see `worker.rs`).
+pub type Convert = fn(WorkerEvent) -> super::worker::WorkerFrame;
+
+struct State {
+    env: sys::napi_env,
+    callback: sys::napi_ref,
+    ctx: sys::napi_async_context,
+    channel: Arc<Channel>,
+    inbox: Inbox,
+    /// The poll handle's memory (u64s for alignment); `None` once closed.
+    handle: Option<Box<[u64]>>,
+    writable: bool,
+    convert: Convert,
+}
+
+/// The worker's channel on Node's loop. Single-threaded: everything happens
+/// on the JS thread.
+pub struct UvChannel {
+    state: Rc<RefCell<State>>,
+}
+
+impl UvChannel {
+    /// Starts polling `channel` on the loop of `env`; `callback` gets arrays
+    /// of frames. `None` when libuv cannot be reached (use the thread).
+    ///
+    /// # Safety
+    /// `env` must be the current, live napi env and `callback` a JS function
+    /// value of it; called on the JS thread.
+    pub unsafe fn start(
+        env: sys::napi_env,
+        uv_loop: *mut c_void,
+        callback: sys::napi_value,
+        channel: Arc<Channel>,
+        convert: Convert,
+    ) -> Option<UvChannel> {
+        let api = api()?;
+        let size = (api.handle_size)(UV_POLL);
+        if size == 0 {
+            return None;
+        }
+        let mut mem = vec![0u64; size.div_ceil(8)].into_boxed_slice();
+        let handle = mem.as_mut_ptr() as *mut UvHandle;
+        use std::os::fd::AsRawFd;
+        if (api.poll_init)(uv_loop, handle, channel.as_raw_fd()) != 0 {
+            return None;
+        }
+        let mut cb_ref = std::ptr::null_mut();
+        sys::napi_create_reference(env, callback, 1, &mut cb_ref);
+        let mut name = std::ptr::null_mut();
+        sys::napi_create_string_utf8(env, c"rcluster:channel".as_ptr(), 16, &mut name);
+        let mut ctx = std::ptr::null_mut();
+        sys::napi_async_init(env, std::ptr::null_mut(), name, &mut ctx);
+        let state = Rc::new(RefCell::new(State {
+            env,
+            callback: cb_ref,
+            ctx,
+            channel,
+            inbox: Inbox::default(),
+            handle: Some(mem),
+            writable: false,
+            convert,
+        }));
+        // The handle holds one strong reference, given back in `on_close`.
+        (api.set_data)(handle, Rc::into_raw(state.clone()) as *mut c_void);
+        (api.unref)(handle);
+        if (api.poll_start)(handle, UV_READABLE, on_poll) != 0 {
+            return None;
+        }
+        Some(UvChannel { state })
+    }
+
+    pub fn channel(&self) -> Arc<Channel> {
+        self.state.borrow().channel.clone()
+    }
+
+    /// After a send: watch for writability while packets wait.
+    pub fn sent(&self, flush: Flush) {
+        let mut st = self.state.borrow_mut();
+        if flush == Flush::Pending && !st.writable {
+            st.writable = true;
+            if let (Some(api), Some(h)) = (api(), st.handle.as_mut()) {
+                // SAFETY: the handle is initialised and open (Some).
+                unsafe {
+                    (api.poll_start)(
+                        h.as_mut_ptr() as *mut UvHandle,
+                        UV_READABLE | UV_WRITABLE,
+                        on_poll,
+                    )
+                };
+            }
+        }
+    }
+
+    /// Closes the channel (the primary sees EOF) and the poll handle.
+    pub fn close(&self) {
+        let mut st = self.state.borrow_mut();
+        st.channel.shutdown();
+        close_handle(&mut st);
+    }
+}
+
+fn close_handle(st: &mut State) {
+    if let (Some(api), Some(h)) = (api(), st.handle.as_mut()) {
+        let p = h.as_mut_ptr() as *mut UvHandle;
+        // SAFETY: the handle is initialised and not closed yet; uv_close calls
+        // on_close later, which frees the state the handle points to. The
+        // memory moves into that state's keeping below (`closing`).
+        unsafe {
+            (api.poll_stop)(p);
+            (api.close)(p, on_close);
+        }
+    }
+    // Keep the memory alive until on_close runs: leak it into the close path.
+    if let Some(mem) = st.handle.take() {
+        CLOSING.with(|c| c.borrow_mut().push(mem));
+    }
+}
+
+thread_local! {
+    /// Handle memory waiting for its close callback.
+    static CLOSING: RefCell<Vec<Box<[u64]>>> = const { RefCell::new(Vec::new()) };
+}
+
+// SAFETY: called by libuv on the JS thread once `handle` (ours, initialised in
+// `start`) is closed; its data is the Rc given away in `start`.
+unsafe extern "C" fn on_close(handle: *mut UvHandle) {
+    let Some(api) = api() else { return };
+    let data = (api.get_data)(handle) as *const RefCell<State>;
+    CLOSING.with(|c| {
+        c.borrow_mut()
+            .retain(|m| m.as_ptr() as *mut UvHandle != handle)
+    });
+    if !data.is_null() {
+        // SAFETY: `data` came from Rc::into_raw in `start`; this gives that
+        // reference back exactly once.
+        let state = Rc::from_raw(data);
+        let st = state.borrow();
+        sys::napi_async_destroy(st.env, st.ctx);
+        sys::napi_delete_reference(st.env, st.callback);
+    }
+}
+
+// SAFETY: called by libuv on the JS thread while `handle` is open; its data
+// is the Rc given away in `start`, alive until `on_close`.
+unsafe extern "C" fn on_poll(handle: *mut UvHandle, status: c_int, events: c_int) {
+    let Some(api) = api() else { return };
+    let data = (api.get_data)(handle) as *const RefCell<State>;
+    if data.is_null() {
+        return;
+    }
+    // SAFETY: the handle's strong reference keeps the state alive while the
+    // handle is open; borrow it without taking that reference.
+    Rc::increment_strong_count(data);
+    let state = Rc::from_raw(data);
+    let mut batch = Vec::new();
+    let mut done = false;
+    {
+        let mut st = state.borrow_mut();
+        if st.handle.is_none() {
+            return;
+        }
+        if status < 0 {
+            batch.push(WorkerEvent::Error(format!(
+                "channel poll failed (libuv error {status}); channel closed"
+            )));
+            batch.push(WorkerEvent::Disconnect);
+            done = true;
+        }
+        if !done && events & UV_WRITABLE != 0 {
+            if let Ok(Flush::Done) = st.channel.flush() {
+                st.writable = false;
+                (api.poll_start)(handle, UV_READABLE, on_poll);
+            }
+        }
+        while !done && batch.len() < BATCH {
+            let ch = st.channel.clone();
+            match st.inbox.read(&ch) {
+                Ok(Read::Frame(f)) => batch.push(WorkerEvent::Frame(f)),
+                Ok(Read::Partial) => continue,
+                Ok(Read::Empty) => break,
+                Ok(Read::Eof) => {
+                    batch.push(WorkerEvent::Disconnect);
+                    done = true;
+                }
+                Err(e) => {
+                    batch.push(WorkerEvent::Error(format!("{e}; channel closed")));
+                    batch.push(WorkerEvent::Disconnect);
+                    done = true;
+                }
+            }
+        }
+        if done {
+            st.channel.shutdown();
+            close_handle(&mut st);
+        }
+    }
+    if !batch.is_empty() {
+        call_js(&state, batch);
+    }
+}
+
+// SAFETY (for callers): on the JS thread, from a libuv callback, with the
+// state's env live; every napi call below uses that env and values created in
+// the handle scope opened here.
+unsafe fn call_js(state: &Rc<RefCell<State>>, batch: Vec<WorkerEvent>) {
+    let (env, cb, ctx, convert) = {
+        let st = state.borrow();
+        (st.env, st.callback, st.ctx, st.convert)
+    };
+    let mut scope = std::ptr::null_mut();
+    sys::napi_open_handle_scope(env, &mut scope);
+    let frames: Vec<super::worker::WorkerFrame> = batch.into_iter().map(convert).collect();
+    if let Ok(arr) = Vec::to_napi_value(env, frames) {
+        let mut func = std::ptr::null_mut();
+        let mut recv = std::ptr::null_mut();
+        let mut result = std::ptr::null_mut();
+        sys::napi_get_reference_value(env, cb, &mut func);
+        // make_callback wants an object as `this`.
+        sys::napi_get_global(env, &mut recv);
+        // make_callback runs process.nextTick callbacks and microtasks after
+        // the call, as for any libuv callback into JavaScript.
+        let status = sys::napi_make_callback(env, ctx, recv, func, 1, &arr, &mut result);
+        if status == sys::Status::napi_pending_exception {
+            let mut err = std::ptr::null_mut();
+            sys::napi_get_and_clear_last_exception(env, &mut err);
+            // An exception in a listener is an uncaught exception, as in Node.
+            sys::napi_fatal_exception(env, err);
+        }
+    }
+    sys::napi_close_handle_scope(env, scope);
+}
