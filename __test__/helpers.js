@@ -4,6 +4,7 @@
 // make sure every process a test started is gone afterwards (by pid).
 
 const { spawn } = require('child_process');
+const http = require('http');
 const path = require('path');
 const readline = require('readline');
 
@@ -44,7 +45,7 @@ function isZombie(pid) {
  * Every stdout line that parses as JSON is collected in `lines`.
  */
 function run(fixture, args = [], opts = {}) {
-  const child = spawn(opts.node || process.execPath, [path.join(FIXTURES, fixture), ...args], {
+  const child = spawn(opts.node || process.execPath, [...(opts.nodeArgs || []), path.join(FIXTURES, fixture), ...args], {
     cwd: ROOT,
     env: { ...process.env, ...opts.env },
     stdio: ['pipe', 'pipe', 'pipe'],
@@ -102,7 +103,6 @@ function run(fixture, args = [], opts = {}) {
 
 /** One HTTP GET on a new connection; resolves { status, body }. */
 function get(port, pathname = '/', { agent = false, host = '127.0.0.1' } = {}) {
-  const http = require('http');
   return new Promise((resolve, reject) => {
     const req = http.get({ host, port, path: pathname, agent, headers: agent ? {} : { connection: 'close' } }, (res) => {
       let body = '';
@@ -115,4 +115,39 @@ function get(port, pathname = '/', { agent = false, host = '127.0.0.1' } = {}) {
   });
 }
 
-module.exports = { run, get, alive, waitGone, ROOT, FIXTURES };
+/** Keeps `concurrency` request loops running until stop(); counts failures. */
+function load(port, { keepAlive = false, concurrency = 4 } = {}) {
+  const agent = new http.Agent({ keepAlive, maxSockets: concurrency });
+  const stats = { ok: 0, errors: [], pids: new Set() };
+  let running = true;
+  async function loop() {
+    while (running) {
+      await new Promise((resolve) => {
+        const req = http.get({ host: '127.0.0.1', port, path: '/', agent }, (res) => {
+          let body = '';
+          res.on('data', (d) => { body += d; });
+          res.on('end', () => {
+            if (res.statusCode === 200) stats.ok++;
+            else stats.errors.push(`status ${res.statusCode}`);
+            stats.pids.add(body);
+            resolve();
+          });
+        });
+        req.setTimeout(10000, () => req.destroy(new Error('timeout')));
+        req.on('error', (err) => { stats.errors.push(err.code || err.message); resolve(); });
+      });
+    }
+  }
+  const loops = Array.from({ length: concurrency }, loop);
+  return {
+    stats,
+    async stop() {
+      running = false;
+      await Promise.all(loops);
+      agent.destroy();
+      return stats;
+    },
+  };
+}
+
+module.exports = { run, get, load, alive, waitGone, ROOT, FIXTURES };

@@ -6,42 +6,7 @@
 
 const test = require('node:test');
 const assert = require('node:assert');
-const http = require('http');
-const { run } = require('./helpers');
-
-function load(port, { keepAlive, concurrency }) {
-  const agent = new http.Agent({ keepAlive, maxSockets: concurrency });
-  const stats = { ok: 0, errors: [], pids: new Set() };
-  let running = true;
-  async function loop() {
-    while (running) {
-      await new Promise((resolve) => {
-        const req = http.get({ host: '127.0.0.1', port, path: '/', agent }, (res) => {
-          let body = '';
-          res.on('data', (d) => { body += d; });
-          res.on('end', () => {
-            if (res.statusCode === 200) stats.ok++;
-            else stats.errors.push(`status ${res.statusCode}`);
-            stats.pids.add(body);
-            resolve();
-          });
-        });
-        req.setTimeout(10000, () => req.destroy(new Error('timeout')));
-        req.on('error', (err) => { stats.errors.push(err.code || err.message); resolve(); });
-      });
-    }
-  }
-  const loops = Array.from({ length: concurrency }, loop);
-  return {
-    stats,
-    async stop() {
-      running = false;
-      await Promise.all(loops);
-      agent.destroy();
-      return stats;
-    },
-  };
-}
+const { run, load } = require('./helpers');
 
 for (const keepAlive of [true, false]) {
   test(`reload x3 under load drops nothing (${keepAlive ? 'keep-alive' : 'new connection per request'})`, { timeout: 90000 }, async () => {
