@@ -8,151 +8,31 @@
 use std::io::{Read as _, Write as _};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
-use rcluster::channel::{Channel, Inbox, Incoming, Read};
-use rcluster::frame::{self, Kind};
+use rcluster::frame::Kind;
 use rcluster::listener;
 use rcluster::policy;
-use rcluster::reactor::{Config, Event, Reactor};
-use rcluster::spawn::{self, SpawnOptions, Stdio};
+use rcluster::reactor::Event;
 
-struct FakeWorker {
-    ch: Channel,
-    inbox: Inbox,
-    pidfd: Arc<OwnedFd>,
-}
+mod support;
+use support::{reactor, wait_event, FakeWorker, Reply};
 
-struct Reply {
-    lid: u32,
-    port: u16,
-    policy: String,
-    fd: Option<OwnedFd>,
-}
-
-impl FakeWorker {
-    /// A real process (for the pidfd) whose channel end this test holds.
-    fn start(reactor: &Reactor, id: u32, slot: u32) -> FakeWorker {
-        let (primary, theirs) = Channel::pair().unwrap();
-        let opts = SpawnOptions {
-            file: "/bin/sleep".into(),
-            argv: vec!["sleep".into(), "30".into()],
-            stdio: vec![Stdio::Ignore, Stdio::Ignore, Stdio::Ignore],
-            ..Default::default()
-        };
-        let s = spawn::spawn(&opts, None).unwrap();
-        let pidfd = Arc::new(s.pidfd);
-        reactor.add_worker(id, slot, Arc::new(primary), pidfd.clone());
-        FakeWorker {
-            ch: Channel::new(theirs).unwrap(),
-            inbox: Inbox::default(),
-            pidfd,
-        }
-    }
-
-    fn next(&mut self) -> Option<Incoming> {
-        let end = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < end {
-            match self.inbox.read(&self.ch).unwrap() {
-                Read::Frame(f) => return Some(f),
-                Read::Partial => continue,
-                Read::Empty => std::thread::sleep(Duration::from_millis(2)),
-                Read::Eof => return None,
-            }
-        }
-        None
-    }
-
-    /// Reads frames for `ms` and returns the connections among them.
-    fn conns_for(&mut self, ms: u64) -> Vec<Incoming> {
-        let end = Instant::now() + Duration::from_millis(ms);
-        let mut out = Vec::new();
-        while Instant::now() < end {
-            match self.inbox.read(&self.ch).unwrap() {
-                Read::Frame(f) if f.kind == Kind::Conn => out.push(f),
-                Read::Frame(_) | Read::Partial => {}
-                Read::Empty => std::thread::sleep(Duration::from_millis(2)),
-                Read::Eof => break,
-            }
-        }
-        out
-    }
-
-    fn listen(&mut self, key: &str, port: u16, policy: &str, extra: &str) -> Reply {
-        let req = format!(
-            r#"{{"key":"{key}","address":"127.0.0.1","port":{port},"addressType":4,"flags":0,"policy":"{policy}"{extra}}}"#
-        );
-        self.ch
-            .send_frame(Kind::ListenRequest, 0, 7, req.as_bytes(), None)
-            .unwrap();
-        let reply = loop {
-            let f = self.next().expect("listen reply");
-            if f.kind == Kind::ListenReply {
-                break f;
-            }
-        };
-        let v: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
-        assert_eq!(v["errno"], 0, "{v}");
-        Reply {
-            lid: v["key"].as_u64().unwrap() as u32,
-            port: v["sockname"]["port"].as_u64().unwrap() as u16,
-            policy: v["policy"].as_str().unwrap().to_string(),
-            fd: reply.fd,
-        }
-    }
-
+/// This file's spelling of the fake worker's calls.
+trait PolicyWorker {
+    fn listen(&mut self, key: &str, port: u16, policy: &str, extra: &str) -> Reply;
     /// Acknowledges `ids` as taken; `open` is the load report (`least`).
+    fn ack(&self, ids: &[u64], open: Option<u32>);
+}
+
+impl PolicyWorker for FakeWorker {
+    fn listen(&mut self, key: &str, port: u16, policy: &str, extra: &str) -> Reply {
+        self.listen_with(key, port, &format!(r#","policy":"{policy}"{extra}"#))
+    }
+
     fn ack(&self, ids: &[u64], open: Option<u32>) {
         let acks: Vec<(u64, bool)> = ids.iter().map(|i| (*i, true)).collect();
-        self.ch
-            .send_frame(
-                Kind::Ack,
-                0,
-                frame::ack_load_id(open),
-                &frame::encode_acks(&acks),
-                None,
-            )
-            .unwrap();
-    }
-
-    fn kill(&self) {
-        let _ = spawn::signal(&self.pidfd, libc::SIGKILL);
-    }
-}
-
-impl Drop for FakeWorker {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn reactor(window: usize) -> (Reactor, Receiver<Event>) {
-    let (tx, rx) = crossbeam_channel::unbounded();
-    let r = Reactor::start(
-        Box::new(move |batch| {
-            for e in batch {
-                let _ = tx.send(e);
-            }
-        }),
-        Config { window },
-    )
-    .unwrap();
-    (r, rx)
-}
-
-fn wait_event(rx: &Receiver<Event>, pred: impl Fn(&Event) -> bool) -> Event {
-    let end = Instant::now() + Duration::from_secs(5);
-    loop {
-        let left = end.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(e) if pred(&e) => return e,
-            Ok(_) => continue,
-            Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
-                panic!("event not seen")
-            }
-        }
+        self.send_acks(&acks, open);
     }
 }
 

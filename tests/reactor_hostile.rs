@@ -13,12 +13,14 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
-use rcluster::channel::{Channel, Inbox, Incoming, Read};
-use rcluster::frame::{self, Kind, HEADER_LEN};
+use crossbeam_channel::Receiver;
+use rcluster::channel::Incoming;
+use rcluster::frame::HEADER_LEN;
 use rcluster::reactor::{Config, Counters, Event, Reactor};
-use rcluster::spawn::{self, SpawnOptions, Stdio};
 use rcluster::sys;
+
+mod support;
+use support::{reactor, wait_event, FakeWorker};
 
 static LOCK: Mutex<()> = Mutex::new(());
 
@@ -26,111 +28,21 @@ fn lock() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-struct FakeWorker {
-    ch: Channel,
-    inbox: Inbox,
-    pidfd: Arc<OwnedFd>,
+/// This file's spelling of the fake worker's calls.
+trait HostileWorker {
+    /// The port of a new or joined listener.
+    fn listen(&mut self, key: &str, port: u16) -> u16;
+    fn ack(&self, conns: &[Incoming], accepted: bool);
 }
 
-impl FakeWorker {
-    /// A real process (for the pidfd) whose channel end this test holds.
-    fn start(reactor: &Reactor, id: u32) -> FakeWorker {
-        let (primary, theirs) = Channel::pair().unwrap();
-        let opts = SpawnOptions {
-            file: "/bin/sleep".into(),
-            argv: vec!["sleep".into(), "30".into()],
-            stdio: vec![Stdio::Ignore, Stdio::Ignore, Stdio::Ignore],
-            ..Default::default()
-        };
-        let s = spawn::spawn(&opts, None).unwrap();
-        let pidfd = Arc::new(s.pidfd);
-        reactor.add_worker(id, id, Arc::new(primary), pidfd.clone());
-        FakeWorker {
-            ch: Channel::new(theirs).unwrap(),
-            inbox: Inbox::default(),
-            pidfd,
-        }
-    }
-
-    fn next(&mut self) -> Option<Incoming> {
-        let end = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < end {
-            match self.inbox.read(&self.ch).unwrap() {
-                Read::Frame(f) => return Some(f),
-                Read::Partial => continue,
-                Read::Empty => std::thread::sleep(Duration::from_millis(2)),
-                Read::Eof => return None,
-            }
-        }
-        None
-    }
-
-    /// Reads frames for `ms` and returns the connections among them.
-    fn conns_for(&mut self, ms: u64) -> Vec<Incoming> {
-        let end = Instant::now() + Duration::from_millis(ms);
-        let mut out = Vec::new();
-        while Instant::now() < end {
-            match self.inbox.read(&self.ch).unwrap() {
-                Read::Frame(f) if f.kind == Kind::Conn => out.push(f),
-                Read::Frame(_) | Read::Partial => {}
-                Read::Empty => std::thread::sleep(Duration::from_millis(2)),
-                Read::Eof => break,
-            }
-        }
-        out
-    }
-
+impl HostileWorker for FakeWorker {
     fn listen(&mut self, key: &str, port: u16) -> u16 {
-        let req = format!(
-            r#"{{"key":"{key}","address":"127.0.0.1","port":{port},"addressType":4,"flags":0}}"#
-        );
-        self.ch
-            .send_frame(Kind::ListenRequest, 0, 7, req.as_bytes(), None)
-            .unwrap();
-        let reply = self.next().expect("listen reply");
-        assert_eq!(reply.kind, Kind::ListenReply);
-        let v: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
-        assert_eq!(v["errno"], 0, "{v}");
-        v["sockname"]["port"].as_u64().unwrap() as u16
+        self.listen_with(key, port, "").port
     }
 
     fn ack(&self, conns: &[Incoming], accepted: bool) {
         let acks: Vec<(u64, bool)> = conns.iter().map(|c| (c.id, accepted)).collect();
-        self.ch
-            .send_frame(Kind::Ack, 0, 0, &frame::encode_acks(&acks), None)
-            .unwrap();
-    }
-
-    fn kill(&self) {
-        let _ = spawn::signal(&self.pidfd, libc::SIGKILL);
-    }
-}
-
-fn reactor(window: usize) -> (Reactor, Receiver<Event>) {
-    let (tx, rx) = crossbeam_channel::unbounded();
-    let r = Reactor::start(
-        Box::new(move |batch| {
-            for e in batch {
-                let _ = tx.send(e);
-            }
-        }),
-        Config { window },
-    )
-    .unwrap();
-    (r, rx)
-}
-
-fn wait_event(rx: &Receiver<Event>, pred: impl Fn(&Event) -> bool) -> Event {
-    let end = Instant::now() + Duration::from_secs(10);
-    loop {
-        let left = end.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(e) if pred(&e) => return e,
-            Ok(_) => continue,
-            Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
-                panic!("event not seen")
-            }
-        }
+        self.send_acks(&acks, None);
     }
 }
 
@@ -193,7 +105,7 @@ fn send_with_fds(sock: RawFd, bytes: &[u8], fds: &[RawFd]) -> std::io::Result<us
 fn bad_frames_close_only_the_offender_and_leak_no_fd() {
     let _g = lock();
     let (r, rx) = reactor(16);
-    let mut b = FakeWorker::start(&r, 1);
+    let mut b = FakeWorker::start(&r, 1, 1);
     let port = b.listen("hostile", 0);
     let before = sys::count_open_fds();
     let header = |kind: u8, nfds: u16, len: u32| {
@@ -216,7 +128,7 @@ fn bad_frames_close_only_the_offender_and_leak_no_fd() {
     let mut served = 0;
     for (i, (name, bytes, nfds, expect)) in cases.into_iter().enumerate() {
         let id = 10 + i as u32;
-        let a = FakeWorker::start(&r, id);
+        let a = FakeWorker::start(&r, id, id);
         let nulls: Vec<OwnedFd> = (0..nfds)
             .map(|_| std::fs::File::open("/dev/null").unwrap().into())
             .collect();
@@ -263,8 +175,8 @@ fn bad_frames_close_only_the_offender_and_leak_no_fd() {
 fn a_worker_that_never_acks_holds_a_window_and_loses_nothing() {
     let _g = lock();
     let (r, rx) = reactor(4);
-    let mut stuck = FakeWorker::start(&r, 1);
-    let mut good = FakeWorker::start(&r, 2);
+    let mut stuck = FakeWorker::start(&r, 1, 1);
+    let mut good = FakeWorker::start(&r, 2, 2);
     let port = stuck.listen("stuck", 0);
     good.listen("stuck", port);
     let clients: Vec<TcpStream> = (0..20)
@@ -303,7 +215,7 @@ fn a_worker_that_never_acks_holds_a_window_and_loses_nothing() {
 fn refused_by_every_worker_is_closed_and_counted() {
     let _g = lock();
     let (r, _rx) = reactor(16);
-    let mut a = FakeWorker::start(&r, 1);
+    let mut a = FakeWorker::start(&r, 1, 1);
     let port = a.listen("refuse", 0);
     let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
     let conns = a.conns_for(200);
@@ -325,8 +237,8 @@ fn refused_by_every_worker_is_closed_and_counted() {
 fn a_message_flood_is_delivered_whole_and_in_order() {
     let _g = lock();
     let (r, rx) = reactor(16);
-    let a = FakeWorker::start(&r, 1);
-    let mut b = FakeWorker::start(&r, 2);
+    let a = FakeWorker::start(&r, 1, 1);
+    let mut b = FakeWorker::start(&r, 2, 2);
     let port = b.listen("flood", 0);
     const N: u32 = 20_000;
     let flooder = std::thread::spawn(move || {
@@ -382,8 +294,8 @@ fn a_worker_flooding_faster_than_js_takes_is_paused_then_resumed() {
         registry.clone(),
     )
     .unwrap();
-    let a = FakeWorker::start(&r, 1);
-    let mut b = FakeWorker::start(&r, 2);
+    let a = FakeWorker::start(&r, 1, 1);
+    let mut b = FakeWorker::start(&r, 2, 2);
     let port = b.listen("paused", 0);
     const N: u32 = 1000;
     for i in 0..N {
