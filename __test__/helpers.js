@@ -49,6 +49,8 @@ function run(fixture, args = [], opts = {}) {
     cwd: ROOT,
     env: { ...process.env, ...opts.env },
     stdio: ['pipe', 'pipe', 'pipe'],
+    uid: opts.uid,
+    gid: opts.gid,
   });
   const lines = [];
   const waiters = [];
