@@ -117,6 +117,8 @@ export interface PrimaryEvent {
   code?: number
   signal?: number
   message?: string
+  /** A JSON message as text (cheaper for JS than a Buffer to decode). */
+  text?: string
   /** Supervisor events: the slot, the new worker's pid and pipes, a JSON info object. */
   slot?: number
   pid?: number
@@ -155,4 +157,6 @@ export interface WorkerFrame {
   /** For connections: the listener id. */
   listener: number
   message?: string
+  /** A JSON message as text (cheaper for JS than a Buffer to decode). */
+  text?: string
 }

@@ -789,7 +789,7 @@ function onEvent(ev) {
       if (!worker._agent) cluster.emit('online', worker);
       break;
     case 'message':
-      ipc.deliver(proc, ev.data, ev.flags, ev.fd === undefined ? -1 : ev.fd);
+      ipc.deliver(proc, ev.text !== undefined ? ev.text : ev.data, ev.flags, ev.fd === undefined ? -1 : ev.fd);
       break;
     case 'listening': {
       const m = JSON.parse(ev.data.toString());

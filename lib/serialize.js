@@ -22,10 +22,10 @@ function encode(message, advanced) {
   return [Buffer.from(JSON.stringify(message), 'utf8'), 0];
 }
 
-/** Decodes a received payload. */
+/** Decodes a received payload (a Buffer, or already text for JSON). */
 function decode(data, flags) {
   if (flags & FLAG_ADVANCED) return v8.deserialize(data);
-  return JSON.parse(data.toString('utf8'));
+  return JSON.parse(typeof data === 'string' ? data : data.toString('utf8'));
 }
 
 module.exports = { validate, encode, decode };

@@ -528,7 +528,7 @@ function onFrame(f) {
       break;
     }
     case F.MESSAGE:
-      ipc.deliver(process, f.data, f.flags, f.fd);
+      ipc.deliver(process, f.text !== undefined ? f.text : f.data, f.flags, f.fd);
       break;
     case F.DISCONNECT:
       workerDisconnect.call(cluster.worker, true);

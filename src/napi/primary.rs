@@ -28,6 +28,8 @@ pub struct PrimaryEvent {
     pub code: Option<i32>,
     pub signal: Option<i32>,
     pub message: Option<String>,
+    /// A JSON message as text (cheaper for JS than a Buffer to decode).
+    pub text: Option<String>,
     /// Supervisor events: the slot, the new worker's pid and pipes, a JSON info object.
     pub slot: Option<u32>,
     pub pid: Option<i32>,
@@ -45,6 +47,7 @@ fn to_js(e: Event) -> PrimaryEvent {
         code: None,
         signal: None,
         message: None,
+        text: None,
         slot: None,
         pid: None,
         pipes: None,
@@ -64,8 +67,15 @@ fn to_js(e: Event) -> PrimaryEvent {
             out.kind = "message".into();
             out.worker = worker;
             out.flags = Some(flags as u32);
-            out.data = Some(data.into());
             out.fd = fd.map(OwnedFd::into_raw_fd);
+            if flags & crate::frame::FLAG_ADVANCED == 0 && out.fd.is_none() {
+                match String::from_utf8(data) {
+                    Ok(text) => out.text = Some(text),
+                    Err(e) => out.data = Some(e.into_bytes().into()),
+                }
+            } else {
+                out.data = Some(data.into());
+            }
         }
         Event::Frame { worker, kind, data } => {
             out.kind = match kind {

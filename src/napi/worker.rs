@@ -32,6 +32,8 @@ pub struct WorkerFrame {
     /// For connections: the listener id.
     pub listener: u32,
     pub message: Option<String>,
+    /// A JSON message as text (cheaper for JS than a Buffer to decode).
+    pub text: Option<String>,
 }
 
 fn to_js(e: WorkerEvent) -> WorkerFrame {
@@ -43,6 +45,7 @@ fn to_js(e: WorkerEvent) -> WorkerFrame {
         fd: -1,
         listener: 0,
         message: None,
+        text: None,
     };
     match e {
         WorkerEvent::Frame(f) => {
@@ -52,6 +55,11 @@ fn to_js(e: WorkerEvent) -> WorkerFrame {
             out.fd = f.fd.map(OwnedFd::into_raw_fd).unwrap_or(-1);
             if f.kind == Kind::Conn {
                 out.listener = frame::decode_u32(Kind::Conn, &f.payload).unwrap_or(0);
+            } else if f.kind == Kind::Message && f.flags & frame::FLAG_ADVANCED == 0 && out.fd < 0 {
+                match String::from_utf8(f.payload) {
+                    Ok(text) => out.text = Some(text),
+                    Err(e) => out.data = Some(e.into_bytes().into()),
+                }
             } else {
                 out.data = Some(f.payload.into());
             }
