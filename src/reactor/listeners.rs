@@ -1,0 +1,529 @@
+//! Listeners and dispatch on the reactor thread: listen requests (bind once
+//! per key, join, leave, close), the `reuseport` slot sockets and their hold
+//! time, and the hand-off of each accepted connection to a worker by policy,
+//! with the window of unacknowledged connections and the acknowledgements.
+
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{
+    Counters, Event, InFlight, ListenReply, Listener, Loop, Pending, SlotSocket,
+    DEFAULT_REUSEPORT_HOLD, T_LISTENER,
+};
+use crate::frame::Kind;
+use crate::listener::{self, ListenRequest};
+use crate::policy::{self, Policy};
+use crate::poller;
+
+impl Loop {
+    pub(super) fn reply(&mut self, id: u32, req: u64, errno: i32, lid: u32, fd: Option<OwnedFd>) {
+        let l = self.listeners.get(&lid);
+        let body = serde_json::to_vec(&ListenReply {
+            errno,
+            key: lid,
+            policy: l.map(|l| l.policy.name()),
+            sockname: l.and_then(|l| l.sockname.as_ref()),
+            data: l.and_then(|l| l.data.as_ref()),
+        })
+        .unwrap_or_default();
+        if let Some(w) = self.workers.get(&id) {
+            let _ = w.channel.send_frame(Kind::ListenReply, 0, req, &body, fd);
+        }
+    }
+
+    pub(super) fn listen_request(&mut self, id: u32, req: u64, payload: &[u8]) {
+        let parsed: Result<ListenRequest, _> = serde_json::from_slice(payload);
+        let Ok(r) = parsed else {
+            self.reply(id, req, -libc::EINVAL, 0, None);
+            return;
+        };
+        let slot = self.workers.get(&id).map_or(id, |w| w.slot);
+        let lid = match self.keys.get(&r.key) {
+            Some(lid) => *lid,
+            None => match self.new_listener(&r, slot) {
+                Ok(lid) => lid,
+                Err(errno) => {
+                    self.reply(id, req, errno, 0, None);
+                    return;
+                }
+            },
+        };
+        let pass = match self.join_listener(lid, id, slot, &r) {
+            Ok(fd) => fd,
+            Err(errno) => {
+                self.reply(id, req, errno, 0, None);
+                let l = self.listeners.get(&lid).expect("listener exists");
+                if l.workers.is_empty() && l.slots.values().all(|s| s.expires.is_none()) {
+                    self.close_listener(lid);
+                }
+                return;
+            }
+        };
+        if let Some(w) = self.workers.get_mut(&id) {
+            if !w.listening.contains(&lid) {
+                w.listening.push(lid);
+            }
+        }
+        self.reply(id, req, 0, lid, pass);
+        self.dispatch(lid);
+    }
+
+    /// Binds the listener for a key the first time a worker asks for it; the
+    /// request's policy becomes the listener's (see
+    /// [`Policy::for_listener`]). Returns the listener id or a negative errno.
+    pub(super) fn new_listener(&mut self, r: &ListenRequest, slot: u32) -> Result<u32, i32> {
+        let tcp = r.kind() == listener::Kind::Tcp;
+        let policy = Policy::for_listener(r.policy.as_deref(), r.is_udp(), tcp);
+        // A socket passed by systemd socket activation serves the matching
+        // address and port instead of a new bind.
+        let port = r.port.and_then(|p| u16::try_from(p).ok()).unwrap_or(0);
+        let activated = (tcp && policy != Policy::ReusePort)
+            .then(|| {
+                self.inherited
+                    .iter()
+                    .position(|i| crate::systemd::matches(&i.addr, r.address.as_deref(), port))
+            })
+            .flatten()
+            .map(|pos| self.inherited.remove(pos));
+        let bound = if let Some(i) = activated {
+            listener::Bound::from(i.fd)
+        } else if policy == Policy::ReusePort {
+            listener::bind_reuseport(r, None)?
+        } else {
+            listener::bind(r)?
+        };
+        let listener::Bound { fd, unlink } = bound;
+        let lid = self.next_listener;
+        let sockname = listener::sockname(&fd);
+        if policy.primary_accepts() {
+            if let Err(e) = self.poller.add(fd.as_raw_fd(), T_LISTENER | lid as u64, 0) {
+                if let Some(path) = &unlink {
+                    let _ = std::fs::remove_file(path);
+                }
+                return Err(-e.raw_os_error().unwrap_or(libc::EIO));
+            }
+        }
+        self.next_listener += 1;
+        let (fd, slots) = if policy == Policy::ReusePort {
+            let first = SlotSocket {
+                fd: Arc::new(fd),
+                holders: Vec::new(),
+                expires: None,
+            };
+            (None, HashMap::from([(slot, first)]))
+        } else {
+            (Some(Arc::new(fd)), HashMap::new())
+        };
+        self.keys.insert(r.key.clone(), lid);
+        self.listeners.insert(
+            lid,
+            Listener {
+                key: r.key.clone(),
+                fd,
+                policy,
+                slots,
+                hold: r
+                    .reuse_port_hold
+                    .map_or(DEFAULT_REUSEPORT_HOLD, Duration::from_millis),
+                template: (policy == Policy::ReusePort).then(|| r.clone()),
+                workers: Vec::new(),
+                next: 0,
+                pending: VecDeque::new(),
+                armed: false,
+                sockname,
+                unlink,
+                data: None,
+                current: HashMap::new(),
+                backlog: listener::backlog_of(r),
+                accepted: 0,
+            },
+        );
+        Ok(lid)
+    }
+
+    /// Adds worker `id` (in `slot`) to listener `lid`; returns the socket to
+    /// pass to it (`none`: the listener's; `reuseport`: its slot's, bound now
+    /// unless the slot still holds one) or a negative errno.
+    pub(super) fn join_listener(
+        &mut self,
+        lid: u32,
+        id: u32,
+        slot: u32,
+        r: &ListenRequest,
+    ) -> Result<Option<OwnedFd>, i32> {
+        let l = self.listeners.get_mut(&lid).expect("listener exists");
+        if l.data.as_ref().is_none_or(|d| d.is_null()) {
+            l.data = r.data.clone();
+        }
+        // The backlog a worker asks for is honoured: the largest one asked so
+        // far (listen(2) again only changes the queue length).
+        let asked = listener::backlog_of(r);
+        if asked > l.backlog {
+            l.backlog = asked;
+            if let Some(fd) = l.fd.as_ref() {
+                // SAFETY: listen(2) on a listening socket we own; it only resizes its queue.
+                unsafe { libc::listen(fd.as_raw_fd(), asked) };
+            }
+        }
+        let dup = |fd: &OwnedFd| {
+            fd.try_clone()
+                .map_err(|e| -e.raw_os_error().unwrap_or(libc::EMFILE))
+        };
+        let pass = match l.policy {
+            Policy::Shared => Some(dup(l.fd.as_ref().expect("shared listener fd"))?),
+            Policy::ReusePort => {
+                if !l.slots.contains_key(&slot) {
+                    let template = l.template.as_ref().expect("reuseport template");
+                    let bound = listener::bind_reuseport(template, l.sockname.as_ref())?;
+                    l.slots.insert(
+                        slot,
+                        SlotSocket {
+                            fd: Arc::new(bound.fd),
+                            holders: Vec::new(),
+                            expires: None,
+                        },
+                    );
+                }
+                let s = l.slots.get_mut(&slot).expect("slot socket");
+                let fd = dup(&s.fd)?;
+                // A replacement takes the slot over, with what queued on it.
+                s.expires = None;
+                if !s.holders.contains(&id) {
+                    s.holders.push(id);
+                }
+                Some(fd)
+            }
+            Policy::RoundRobin | Policy::Least | Policy::Hash => None,
+        };
+        if !l.workers.contains(&id) {
+            l.workers.push(id);
+        }
+        Ok(pass)
+    }
+
+    /// Removes worker `id` from listener `lid`; closes the listener when it was
+    /// the last one (Node closes the primary's handle then, freeing the port).
+    ///
+    /// `reuseport`: when the worker died (its channel is gone), its slot's
+    /// socket is kept for the listener's hold time so that a replacement in
+    /// the same slot takes it over with the connections queued on it; when it
+    /// left on purpose (closed its server, was disconnected) nobody is coming
+    /// back: what queued on the slot is accepted here and handed to the other
+    /// workers, and the socket closes.
+    pub(super) fn leave_listener(&mut self, id: u32, lid: u32) {
+        let died = self.workers.get(&id).is_none_or(|w| !w.connected);
+        // A supervised slot that will be restarted keeps the listener open, so
+        // that its port stays and queued connections wait for the new worker.
+        let supervised = self.sup.holds_listeners();
+        let Some(l) = self.listeners.get_mut(&lid) else {
+            return;
+        };
+        if let Some(pos) = l.workers.iter().position(|w| *w == id) {
+            l.workers.remove(pos);
+            if l.next > pos {
+                l.next -= 1;
+            }
+            if l.next >= l.workers.len() {
+                l.next = 0;
+            }
+        }
+        let mut release = Vec::new();
+        for (slot, s) in l.slots.iter_mut() {
+            if let Some(pos) = s.holders.iter().position(|w| *w == id) {
+                s.holders.remove(pos);
+                if s.holders.is_empty() {
+                    if died && !l.hold.is_zero() {
+                        s.expires = Some(Instant::now() + l.hold);
+                    } else {
+                        release.push(*slot);
+                    }
+                }
+            }
+        }
+        for slot in release {
+            Self::release_slot(l, slot, &mut self.counters);
+        }
+        let held = l.slots.values().any(|s| s.expires.is_some());
+        if l.workers.is_empty() && !held && !supervised {
+            self.close_listener(lid);
+        } else {
+            self.dispatch(lid);
+        }
+    }
+
+    /// `reuseport`: closes a slot's socket after accepting what queued on it
+    /// (those connections go to the listener's other workers).
+    pub(super) fn release_slot(l: &mut Listener, slot: u32, counters: &mut Counters) {
+        if let Some(s) = l.slots.remove(&slot) {
+            while let Ok(Some(fd)) = listener::accept(&s.fd) {
+                counters.accepted += 1;
+                l.pending.push_back(Pending {
+                    fd: Arc::new(fd),
+                    tries: 0,
+                });
+            }
+        }
+    }
+
+    /// When the next abandoned `reuseport` slot socket expires.
+    pub(super) fn hold_deadline(&self) -> Option<Instant> {
+        self.listeners
+            .values()
+            .flat_map(|l| l.slots.values())
+            .filter_map(|s| s.expires)
+            .min()
+    }
+
+    /// Releases the `reuseport` slot sockets whose replacement did not come.
+    pub(super) fn expire_holds(&mut self) {
+        let now = Instant::now();
+        let due: Vec<u32> = self
+            .listeners
+            .iter()
+            .filter(|(_, l)| {
+                l.slots
+                    .values()
+                    .any(|s| s.expires.is_some_and(|t| t <= now))
+            })
+            .map(|(lid, _)| *lid)
+            .collect();
+        for lid in due {
+            let l = self.listeners.get_mut(&lid).expect("listener exists");
+            let expired: Vec<u32> = l
+                .slots
+                .iter()
+                .filter(|(_, s)| s.expires.is_some_and(|t| t <= now))
+                .map(|(slot, _)| *slot)
+                .collect();
+            for slot in expired {
+                Self::release_slot(l, slot, &mut self.counters);
+            }
+            let held = l.slots.values().any(|s| s.expires.is_some());
+            if l.workers.is_empty() && !held {
+                self.close_listener(lid);
+            } else {
+                self.dispatch(lid);
+            }
+        }
+    }
+
+    pub(super) fn close_listener(&mut self, lid: u32) {
+        if let Some(l) = self.listeners.remove(&lid) {
+            if let Some(fd) = &l.fd {
+                if l.policy.primary_accepts() {
+                    self.poller.delete(fd.as_raw_fd());
+                }
+            }
+            self.keys.remove(&l.key);
+            self.counters.closed += l.pending.len() as u64;
+            // Pending connections are closed with it: nobody is left to serve them.
+            // Like libuv closing a pipe server it bound, remove the socket file.
+            if let Some(path) = &l.unlink {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+
+    pub(super) fn set_armed(&mut self, lid: u32, on: bool) {
+        let on = on && self.accept_backoff.is_none();
+        if let Some(l) = self.listeners.get_mut(&lid) {
+            if !l.policy.primary_accepts() {
+                return;
+            }
+            if let Some(fd) = &l.fd {
+                if l.armed != on {
+                    let ev = if on { poller::READABLE } else { 0 };
+                    if self
+                        .poller
+                        .modify(fd.as_raw_fd(), T_LISTENER | lid as u64, ev)
+                        .is_ok()
+                    {
+                        l.armed = on;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Hands connections of listener `lid` to its workers until either no
+    /// worker has room or nothing is waiting. `rr`, `least` and `hash`
+    /// accept here; `reuseport` only hands out what was drained from a slot
+    /// socket that closed (round robin); `none` never dispatches.
+    ///
+    /// Every policy only picks a worker with room in its window, so a
+    /// connection never waits behind a stuck worker while another is free;
+    /// and nothing is accepted while no worker has room (the listener is
+    /// disarmed until an ack opens a window).
+    pub(super) fn dispatch(&mut self, lid: u32) {
+        let window = self.config.window;
+        loop {
+            let Some(l) = self.listeners.get_mut(&lid) else {
+                return;
+            };
+            let accepts = l.policy.primary_accepts();
+            if l.policy == Policy::Shared || (!accepts && l.pending.is_empty()) {
+                return;
+            }
+            let n = l.workers.len();
+            let workers = &self.workers;
+            let info = |pos: usize| -> Option<policy::Slot> {
+                let w = workers.get(&l.workers[pos])?;
+                (w.connected && w.inflight.len() < window).then(|| policy::Slot {
+                    slot: w.slot,
+                    open: w.open.saturating_add(w.inflight.len() as u32),
+                })
+            };
+            let Some(first) = policy::pick_rr(n, l.next, info) else {
+                self.set_armed(lid, false);
+                return;
+            };
+            let conn = match l.pending.pop_front() {
+                Some(p) => p,
+                None => {
+                    if self.accept_backoff.is_some() {
+                        return;
+                    }
+                    let Some(fd) = l.fd.as_ref() else {
+                        return;
+                    };
+                    match listener::accept(fd) {
+                        Ok(Some(fd)) => {
+                            self.counters.accepted += 1;
+                            l.accepted += 1;
+                            Pending {
+                                fd: Arc::new(fd),
+                                tries: 0,
+                            }
+                        }
+                        Ok(None) => {
+                            self.set_armed(lid, true);
+                            return;
+                        }
+                        Err(e) => {
+                            let transient = matches!(
+                                e.raw_os_error(),
+                                Some(libc::EMFILE)
+                                    | Some(libc::ENFILE)
+                                    | Some(libc::ENOBUFS)
+                                    | Some(libc::ENOMEM)
+                            );
+                            self.events.push(Event::Error {
+                                worker: 0,
+                                message: format!("accept failed on {}: {e}", l.key),
+                            });
+                            if transient {
+                                self.accept_backoff =
+                                    Some(Instant::now() + Duration::from_millis(100));
+                            }
+                            self.set_armed(lid, false);
+                            return;
+                        }
+                    }
+                }
+            };
+            let pos = match l.policy {
+                Policy::Least => policy::pick_least(n, l.next, info),
+                // Sticky by peer address; a unix peer has none: round robin.
+                Policy::Hash => listener::peer_ip(&conn.fd).and_then(|ip| {
+                    let slot_at = |pos: usize| workers.get(&l.workers[pos]).map_or(0, |w| w.slot);
+                    policy::pick_hash(n, policy::hash_ip(ip), conn.tries, slot_at, info)
+                }),
+                // Weighted round robin once any worker's weight is not 1.
+                Policy::RoundRobin
+                    if l.workers
+                        .iter()
+                        .any(|w| workers.get(w).is_some_and(|w| w.weight != 1)) =>
+                {
+                    let mut cands: Vec<(usize, u32, i64)> = (0..n)
+                        .filter(|&pos| info(pos).is_some())
+                        .map(|pos| {
+                            let wid = l.workers[pos];
+                            let weight = workers.get(&wid).map_or(1, |w| w.weight);
+                            (pos, weight, l.current.get(&wid).copied().unwrap_or(0))
+                        })
+                        .collect();
+                    let won = policy::pick_smooth(&mut cands);
+                    for (pos, _, cur) in cands {
+                        l.current.insert(l.workers[pos], cur);
+                    }
+                    won
+                }
+                _ => None,
+            }
+            .unwrap_or(first);
+            let wid = l.workers[pos];
+            l.next = (pos + 1) % n;
+            let cid = self.next_conn;
+            self.next_conn += 1;
+            let w = self.workers.get_mut(&wid).expect("chosen worker exists");
+            match w.channel.send_conn(cid, lid, conn.fd.clone()) {
+                Ok(_) => {
+                    w.inflight.insert(
+                        cid,
+                        InFlight {
+                            fd: conn.fd,
+                            listener: lid,
+                            tries: conn.tries,
+                        },
+                    );
+                    if conn.tries == 0 {
+                        self.sup_connection(wid);
+                    }
+                }
+                Err(_) => {
+                    if let Some(l) = self.listeners.get_mut(&lid) {
+                        l.pending.push_front(conn);
+                    }
+                    self.worker_gone(wid, None);
+                }
+            }
+        }
+    }
+
+    /// A batch of acks from worker `id`, and maybe its load report (`least`).
+    pub(super) fn acks(&mut self, id: u32, acks: &[(u64, bool)], load: Option<u32>) {
+        let mut touched: Vec<u32> = Vec::new();
+        {
+            let Some(w) = self.workers.get_mut(&id) else {
+                return;
+            };
+            if let Some(open) = load {
+                w.open = open;
+            }
+            for &(cid, accepted) in acks {
+                let Some(c) = w.inflight.remove(&cid) else {
+                    continue;
+                };
+                if !touched.contains(&c.listener) {
+                    touched.push(c.listener);
+                }
+                if accepted {
+                    self.counters.acknowledged += 1;
+                    continue; // our reference drops: the worker owns the connection now
+                }
+                match self.listeners.get_mut(&c.listener) {
+                    Some(l) if ((c.tries + 1) as usize) < l.workers.len().max(1) => {
+                        self.counters.redispatched += 1;
+                        l.pending.push_back(Pending {
+                            fd: c.fd,
+                            tries: c.tries + 1,
+                        });
+                    }
+                    // Every worker refused it (maxConnections), or its
+                    // listener is gone: it closes here.
+                    _ => self.counters.closed += 1,
+                }
+            }
+            for lid in &w.listening {
+                if !touched.contains(lid) {
+                    touched.push(*lid);
+                }
+            }
+        }
+        for lid in touched {
+            self.dispatch(lid);
+        }
+    }
+}
