@@ -32,7 +32,10 @@ both('cluster and cluster.worker as the worker sees them', async (mod) => {
     assert.strictEqual(s.state, 'disconnecting');
     assert.strictEqual(s.after, true);
     assert.deepStrictEqual(said('surface', 'exit').exit, 0);
-    assert.deepStrictEqual(r.surface, { events: [['message', 'ack'], ['disconnect'], ['exit', 0, null]], after: true });
+    // The primary sees 'disconnect' and 'exit' in either order with Node (the
+    // worker exits at once after closing its channel); rcluster: in this order.
+    const ending = (x) => ({ ...x, events: mod === 'rcluster' ? x.events : [x.events[0], ...x.events.slice(1).sort()] });
+    assert.deepStrictEqual(ending(r.surface), { events: [['message', 'ack'], ['disconnect'], ['exit', 0, null]], after: true });
 
     // process.disconnect() in a worker: 'disconnect' on cluster.worker, then exit 0
     // at once (the interval does not keep it); the primary sees no intent to exit.
@@ -42,7 +45,7 @@ both('cluster and cluster.worker as the worker sees them', async (mod) => {
       ['worker-disconnect', false, false],
     ]);
     assert.deepStrictEqual(said('process-disconnect', 'exit').exit, 0);
-    assert.deepStrictEqual(r['process-disconnect'],
+    assert.deepStrictEqual(ending(r['process-disconnect']),
       { events: [['message', 'ack'], ['disconnect'], ['exit', 0, null]], after: false });
   } finally {
     await p.kill();
