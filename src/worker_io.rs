@@ -67,24 +67,7 @@ impl WorkerIo {
                         if r.events & poller::WRITABLE != 0 && ch.flush().is_err() {
                             // The read side reports the reason (EOF or error).
                         }
-                        loop {
-                            match inbox.read(&ch) {
-                                Ok(Read::Frame(f)) => batch.push(WorkerEvent::Frame(f)),
-                                Ok(Read::Partial) => continue,
-                                Ok(Read::Empty) => break,
-                                Ok(Read::Eof) => {
-                                    batch.push(WorkerEvent::Disconnect);
-                                    done = true;
-                                    break;
-                                }
-                                Err(e) => {
-                                    batch.push(WorkerEvent::Error(format!("{e}; channel closed")));
-                                    batch.push(WorkerEvent::Disconnect);
-                                    done = true;
-                                    break;
-                                }
-                            }
-                        }
+                        done |= read_into(&mut inbox, &ch, &mut batch, usize::MAX);
                     }
                     if !batch.is_empty() {
                         sink(batch);
@@ -121,6 +104,34 @@ impl Drop for WorkerIo {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// Reads frames into `batch` until nothing is waiting or it holds `max`
+/// events. Returns true when the channel ended: end of file, or a bad frame
+/// (reported in `batch` as an error followed by a disconnect).
+pub fn read_into(
+    inbox: &mut Inbox,
+    ch: &Channel,
+    batch: &mut Vec<WorkerEvent>,
+    max: usize,
+) -> bool {
+    while batch.len() < max {
+        match inbox.read(ch) {
+            Ok(Read::Frame(f)) => batch.push(WorkerEvent::Frame(f)),
+            Ok(Read::Partial) => continue,
+            Ok(Read::Empty) => return false,
+            Ok(Read::Eof) => {
+                batch.push(WorkerEvent::Disconnect);
+                return true;
+            }
+            Err(e) => {
+                batch.push(WorkerEvent::Error(format!("{e}; channel closed")));
+                batch.push(WorkerEvent::Disconnect);
+                return true;
+            }
+        }
+    }
+    false
 }
 
 /// Makes this process die with its parent (`PR_SET_PDEATHSIG`, SIGKILL), and

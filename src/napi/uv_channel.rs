@@ -13,8 +13,8 @@ use std::sync::{Arc, OnceLock};
 use napi::bindgen_prelude::ToNapiValue;
 use napi::sys;
 
-use crate::channel::{Channel, Flush, Inbox, Read};
-use crate::worker_io::WorkerEvent;
+use crate::channel::{Channel, Flush, Inbox};
+use crate::worker_io::{read_into, WorkerEvent};
 
 #[repr(C)]
 pub struct UvHandle {
@@ -257,22 +257,9 @@ unsafe extern "C" fn on_poll(handle: *mut UvHandle, status: c_int, events: c_int
                 (api.poll_start)(handle, UV_READABLE, on_poll);
             }
         }
-        while !done && batch.len() < BATCH {
-            let ch = st.channel.clone();
-            match st.inbox.read(&ch) {
-                Ok(Read::Frame(f)) => batch.push(WorkerEvent::Frame(f)),
-                Ok(Read::Partial) => continue,
-                Ok(Read::Empty) => break,
-                Ok(Read::Eof) => {
-                    batch.push(WorkerEvent::Disconnect);
-                    done = true;
-                }
-                Err(e) => {
-                    batch.push(WorkerEvent::Error(format!("{e}; channel closed")));
-                    batch.push(WorkerEvent::Disconnect);
-                    done = true;
-                }
-            }
+        if !done {
+            let st = &mut *st;
+            done = read_into(&mut st.inbox, &st.channel, &mut batch, BATCH);
         }
         if done {
             st.channel.shutdown();
