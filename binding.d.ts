@@ -42,7 +42,7 @@ export declare class Primary {
   send(id: number, data: Buffer, flags: number, fd?: number | undefined | null): number
   /** Sends a control frame (JSON payload) to worker `id`. */
   control(id: number, data: Buffer): void
-  /** Signals worker `id` through its pidfd (never a recycled pid). */
+  /** Signals worker `id` (through its pidfd on Linux: never a recycled pid). */
   kill(id: number, signal: number): void
   /** Asks worker `id` to disconnect; no new connections go to it. */
   disconnect(id: number): void

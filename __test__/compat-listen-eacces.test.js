@@ -10,6 +10,7 @@ const { both } = require('./compat');
 const { run } = require('./helpers');
 
 function skipReason() {
+  if (process.platform !== 'linux') return 'Linux only: macOS has no privileged ports';
   if (process.getuid() !== 0) return 'needs root to run the cluster as nobody';
   if (Number(fs.readFileSync('/proc/sys/net/ipv4/ip_unprivileged_port_start', 'utf8')) <= 1) {
     return 'every port is unprivileged on this machine';

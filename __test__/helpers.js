@@ -33,11 +33,23 @@ async function waitGone(pids, ms = 3000) {
 
 function isZombie(pid) {
   try {
+    if (process.platform !== 'linux') {
+      const r = require('child_process').spawnSync('ps', ['-o', 'stat=', '-p', String(pid)], { encoding: 'utf8' });
+      return r.stdout.trim().startsWith('Z');
+    }
     const stat = require('fs').readFileSync(`/proc/${pid}/stat`, 'utf8');
     return stat.slice(stat.lastIndexOf(')') + 2)[0] === 'Z';
   } catch {
     return false;
   }
+}
+
+/**
+ * A test's `skip` option for what only Linux has (/proc, seqpacket sockets,
+ * balanced SO_REUSEPORT, privileged ports): false on Linux, the reason elsewhere.
+ */
+function linuxOnly(what) {
+  return process.platform === 'linux' ? false : `Linux only: ${what}`;
 }
 
 /**
@@ -152,4 +164,5 @@ function load(port, { keepAlive = false, concurrency = 4 } = {}) {
   };
 }
 
-module.exports = { run, get, load, alive, waitGone, ROOT, FIXTURES };
+module.exports = {
+  linuxOnly, run, get, load, alive, waitGone, ROOT, FIXTURES };

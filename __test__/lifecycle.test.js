@@ -2,7 +2,7 @@
 
 const test = require('node:test');
 const assert = require('node:assert');
-const { run, waitGone, alive } = require('./helpers');
+const { run, waitGone, alive, linuxOnly } = require('./helpers');
 
 test('SIGKILL of the primary leaves no worker behind', { timeout: 30000 }, async () => {
   const p = run('lifecycle.js', ['orphans']);
@@ -19,7 +19,7 @@ test('SIGKILL of the primary leaves no worker behind', { timeout: 30000 }, async
   }
 });
 
-test("a worker's child sees no rcluster fd, variable or preload", { timeout: 30000 }, async () => {
+test("a worker's child sees no rcluster fd, variable or preload", { timeout: 30000, skip: linuxOnly('reads /proc') }, async () => {
   const p = run('lifecycle.js', ['grandchild']);
   try {
     const r = await p.next((m) => m.event === 'report');

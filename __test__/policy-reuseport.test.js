@@ -11,10 +11,10 @@ const fs = require('fs');
 const net = require('net');
 const os = require('os');
 const path = require('path');
-const { run } = require('./helpers');
+const { run, linuxOnly } = require('./helpers');
 const { getFrom, command, tally } = require('./policy-lib');
 
-test('reuseport: a restarted worker takes over its slot\'s socket and serves what queued on it', { timeout: 60000 }, async () => {
+test('reuseport: a restarted worker takes over its slot\'s socket and serves what queued on it', { timeout: 60000, skip: linuxOnly('SO_REUSEPORT balancing') }, async () => {
   // One worker, restarted by the supervisor after 500 ms: meanwhile the only
   // socket of the group belongs to the dead worker's slot.
   const p = run('policy-cluster.js', [], { env: { WORKERS: '1', POLICY: 'reuseport', RESTART: '500', HOLD: '30000' } });
@@ -34,7 +34,7 @@ test('reuseport: a restarted worker takes over its slot\'s socket and serves wha
   }
 });
 
-test('reuseport: without a replacement, a dead worker\'s queued connections go to the others after reusePortHold', { timeout: 60000 }, async () => {
+test('reuseport: without a replacement, a dead worker\'s queued connections go to the others after reusePortHold', { timeout: 60000, skip: linuxOnly('SO_REUSEPORT balancing') }, async () => {
   const p = run('policy-cluster.js', [], { env: { WORKERS: '2', POLICY: 'reuseport', HOLD: '300' } });
   try {
     const { port } = await p.next((m) => m.event === 'ready');
@@ -53,7 +53,7 @@ test('reuseport: without a replacement, a dead worker\'s queued connections go t
   }
 });
 
-test('reuseport: a worker disconnected by the primary hands what queued on its slot to the others at once', { timeout: 60000 }, async () => {
+test('reuseport: a worker disconnected by the primary hands what queued on its slot to the others at once', { timeout: 60000, skip: linuxOnly('SO_REUSEPORT balancing') }, async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rcl-rp-'));
   const flag = path.join(dir, 'go');
   const p = run('policy-cluster.js', [], { env: { WORKERS: '2', POLICY: 'reuseport', HOLD: '30000' } });

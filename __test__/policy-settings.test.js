@@ -6,7 +6,7 @@
 
 const test = require('node:test');
 const assert = require('node:assert');
-const { run } = require('./helpers');
+const { run, linuxOnly } = require('./helpers');
 const { command, getFrom } = require('./policy-lib');
 
 const cases = [
@@ -21,7 +21,7 @@ const cases = [
 ];
 
 for (const [name, env, number, handle] of cases) {
-  test(`policy by ${name}`, { timeout: 30000 }, async () => {
+  test(`policy by ${name}`, { timeout: 30000, skip: /reuseport/.test(name) && linuxOnly('SO_REUSEPORT balancing') }, async () => {
     const p = run('policy-cluster.js', [], { env: { WORKERS: '1', ...env } });
     try {
       const ready = await p.next((m) => m.event === 'ready');
@@ -49,7 +49,7 @@ test('an unknown policy name throws from setupPrimary() like a bad number', { ti
   }
 });
 
-test('per listener: listen({ schedulingPolicy }) overrides the cluster policy', { timeout: 30000 }, async () => {
+test('per listener: listen({ schedulingPolicy }) overrides the cluster policy', { timeout: 30000, skip: linuxOnly('SO_REUSEPORT balancing') }, async () => {
   const p = run('policy-cluster.js', [], {
     env: { WORKERS: '1', POLICY: 'reuseport', POLICY_VIA: 'listen', NODE_CLUSTER_SCHED_POLICY: 'rr' },
   });

@@ -2,6 +2,16 @@
 //! outbound queue with back-pressure, and an inbound decoder that reassembles
 //! chunked messages and refuses frames that lie.
 //!
+//! Where seqpacket sockets do not exist (macOS) the channel is a
+//! `SOCK_STREAM` socket carrying the same frames back to back. The writer
+//! then sends several frames per system call and resumes after partial
+//! writes; an fd always rides on the write that starts its frame, so it
+//! reaches the reader with that frame's first bytes. The reader keeps a byte
+//! buffer and a queue of received fds, each tagged with the stream offset at
+//! which the read that brought it ended, and refuses an fd that no frame
+//! starting in that read claimed. The socket type is read from the socket
+//! itself, so both ends agree without being told.
+//!
 //! A [`Channel`] is shared between threads (`&self` everywhere): the writer
 //! side is a mutex-protected queue, so the JS thread and the reactor thread can
 //! both send without reordering each other's frames. A send never blocks: what
@@ -60,8 +70,15 @@ impl Packet {
 struct Outbox {
     queue: VecDeque<Packet>,
     bytes: usize,
+    /// Stream mode: bytes of the front packet already written.
+    sent: usize,
     closed: bool,
 }
+
+/// Most packets gathered into one write on a stream channel.
+const MAX_GATHER: usize = 64;
+/// Most bytes gathered into one write on a stream channel.
+const MAX_GATHER_BYTES: usize = 256 * 1024;
 
 /// Whether everything handed to the channel has reached the socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,8 +92,12 @@ pub enum Flush {
 /// The sending and receiving ends of one channel socket.
 pub struct Channel {
     fd: OwnedFd,
+    /// A `SOCK_STREAM` socket (framing done here) rather than seqpacket.
+    stream: bool,
     out: Mutex<Outbox>,
     next_message: AtomicU64,
+    /// Woken when output starts waiting for the socket (see [`Channel::set_waker`]).
+    waker: std::sync::OnceLock<Arc<sys::Waker>>,
 }
 
 impl AsRawFd for Channel {
@@ -86,21 +107,38 @@ impl AsRawFd for Channel {
 }
 
 impl Channel {
-    /// Wraps a connected `SOCK_SEQPACKET` socket and makes it non-blocking.
+    /// Wraps a connected `SOCK_SEQPACKET` or `SOCK_STREAM` socket and makes
+    /// it non-blocking.
     pub fn new(fd: OwnedFd) -> io::Result<Channel> {
         sys::set_nonblocking(fd.as_raw_fd(), true)?;
+        sys::no_sigpipe(fd.as_raw_fd())?;
         Ok(Channel {
+            stream: sys::is_stream(fd.as_raw_fd())?,
             fd,
             out: Mutex::new(Outbox::default()),
             next_message: AtomicU64::new(1),
+            waker: std::sync::OnceLock::new(),
         })
     }
 
     /// A connected pair: `(ours, theirs)`. `theirs` stays blocking and
-    /// close-on-exec, ready to be handed to a child.
+    /// close-on-exec, ready to be handed to a child. Seqpacket on Linux, a
+    /// stream where [`sys::portable`] is on.
     pub fn pair() -> io::Result<(Channel, OwnedFd)> {
-        let (a, b) = sys::seqpacket_pair()?;
+        let (a, b) = sys::channel_pair()?;
         Ok((Channel::new(a)?, b))
+    }
+
+    /// Whether this is a stream channel.
+    pub fn is_stream(&self) -> bool {
+        self.stream
+    }
+
+    /// Asks to be woken (once per transition) when a send from any thread
+    /// leaves output waiting for the socket, so that a level-triggered poll
+    /// loop can start watching for writability. Set once; later calls are ignored.
+    pub fn set_waker(&self, waker: Arc<sys::Waker>) {
+        let _ = self.waker.set(waker);
     }
 
     /// Gives the socket back (queued output is dropped).
@@ -120,6 +158,7 @@ impl Channel {
         out.closed = true;
         out.queue.clear();
         out.bytes = 0;
+        out.sent = 0;
     }
 
     /// Sends one control frame (payload up to [`MAX_PAYLOAD`]) with an optional fd.
@@ -260,11 +299,18 @@ impl Channel {
                 "channel closed",
             ));
         }
+        let was_empty = out.queue.is_empty();
         for p in packets {
             out.bytes += p.len();
             out.queue.push_back(p);
         }
-        self.flush_locked(&mut out)
+        let r = self.flush_locked(&mut out);
+        if was_empty && matches!(r, Ok(Flush::Pending)) {
+            if let Some(w) = self.waker.get() {
+                w.wake();
+            }
+        }
+        r
     }
 
     /// Writes as much of the queue as the socket takes now.
@@ -274,6 +320,9 @@ impl Channel {
     }
 
     fn flush_locked(&self, out: &mut Outbox) -> io::Result<Flush> {
+        if self.stream {
+            return self.flush_stream(out);
+        }
         while let Some(p) = out.queue.front() {
             let iov = [
                 IoSlice::new(&p.header),
@@ -292,6 +341,58 @@ impl Channel {
                     out.closed = true;
                     out.queue.clear();
                     out.bytes = 0;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(Flush::Done)
+    }
+
+    /// Stream mode: gathers packets into each write and resumes after a
+    /// partial one. A packet with an fd always starts a write.
+    fn flush_stream(&self, out: &mut Outbox) -> io::Result<Flush> {
+        while !out.queue.is_empty() {
+            let mut iov: Vec<IoSlice<'_>> = Vec::with_capacity(2 * MAX_GATHER);
+            let mut pass = None;
+            let mut bytes = 0;
+            for (i, p) in out.queue.iter().take(MAX_GATHER).enumerate() {
+                if i > 0 && (p.fd.is_some() || bytes >= MAX_GATHER_BYTES) {
+                    break;
+                }
+                let skip = if i == 0 { out.sent } else { 0 };
+                if skip == 0 {
+                    pass = pass.or_else(|| p.fd.as_ref().map(PassFd::raw));
+                }
+                if skip < HEADER_LEN {
+                    iov.push(IoSlice::new(&p.header[skip..]));
+                    iov.push(IoSlice::new(&p.data[p.start..p.end]));
+                } else {
+                    iov.push(IoSlice::new(&p.data[p.start + skip - HEADER_LEN..p.end]));
+                }
+                bytes += p.len() - skip;
+            }
+            match sys::send_packet(self.fd.as_raw_fd(), &iov, pass) {
+                Ok(mut n) => {
+                    drop(iov);
+                    while n > 0 {
+                        let rest = out.queue.front().expect("written bytes").len() - out.sent;
+                        if n < rest {
+                            out.sent += n;
+                            break;
+                        }
+                        n -= rest;
+                        out.sent = 0;
+                        let p = out.queue.pop_front().expect("front exists");
+                        out.bytes -= p.len();
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flush::Pending),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    out.closed = true;
+                    out.queue.clear();
+                    out.bytes = 0;
+                    out.sent = 0;
                     return Err(e);
                 }
             }
@@ -361,6 +462,24 @@ pub struct Inbox {
     buf: Vec<u8>,
     partial: Option<Partial>,
     max_message: usize,
+    stream: StreamIn,
+}
+
+/// Most fds a stream reader holds that no frame has claimed yet.
+const MAX_UNCLAIMED_FDS: usize = 64;
+
+/// A stream channel's unparsed bytes and the fds that came with them.
+#[derive(Default)]
+struct StreamIn {
+    /// Bytes `head..tail` of `buf` are received and not yet parsed
+    /// (`buf` is allocated on first use).
+    head: usize,
+    tail: usize,
+    /// Stream offset of `buf[0]`.
+    base: u64,
+    /// Received fds, each with the stream offset at which its read ended: it
+    /// belongs to a frame that starts before that offset.
+    fds: VecDeque<(u64, OwnedFd)>,
 }
 
 impl Default for Inbox {
@@ -410,15 +529,25 @@ impl Inbox {
     /// An inbox that refuses messages larger than `max_message` bytes.
     pub fn new(max_message: usize) -> Inbox {
         Inbox {
-            buf: vec![0u8; MAX_PACKET],
+            buf: Vec::new(),
             partial: None,
             max_message,
+            stream: StreamIn::default(),
         }
     }
 
     /// Reads and decodes one packet from `ch`. On `Err` the channel must be
     /// closed; every fd that came with the bad packet has already been closed.
     pub fn read(&mut self, ch: &Channel) -> Result<Read, ReadError> {
+        if ch.stream {
+            return self.read_stream(ch).inspect_err(|_| {
+                self.partial = None;
+                self.stream.fds.clear();
+            });
+        }
+        if self.buf.len() < MAX_PACKET {
+            self.buf = vec![0u8; MAX_PACKET];
+        }
         let r = match ch.recv_raw(&mut self.buf) {
             Ok(None) => return Ok(Read::Empty),
             Ok(Some(r)) => r,
@@ -436,21 +565,118 @@ impl Inbox {
             self.partial = None;
             return Err(ReadError::Frame(FrameError::Short(0)));
         }
-        let len = r.len;
-        self.decode(len, r).map_err(|e| {
+        if r.truncated {
+            self.partial = None;
+            return Err(ReadError::Frame(FrameError::Truncated));
+        }
+        let packet = &self.buf[..r.len];
+        decode(&mut self.partial, self.max_message, packet, r.fds).map_err(|e| {
             self.partial = None;
             ReadError::Frame(e)
         })
     }
 
-    /// Decodes a packet already sitting in `self.buf[..len]`.
-    fn decode(&mut self, len: usize, r: sys::Received) -> Result<Read, FrameError> {
-        if r.truncated {
-            return Err(FrameError::Truncated);
+    /// Stream mode: decodes the next whole frame in the buffer, reading more
+    /// from the socket when it holds none.
+    fn read_stream(&mut self, ch: &Channel) -> Result<Read, ReadError> {
+        if self.buf.len() < 2 * MAX_PACKET {
+            self.buf = vec![0u8; 2 * MAX_PACKET];
         }
-        let packet = &self.buf[..len];
-        let h = Header::parse(packet, r.fds.len())?;
-        let mut fds = r.fds;
+        let st = &mut self.stream;
+        loop {
+            let avail = st.tail - st.head;
+            if avail >= HEADER_LEN {
+                let hdr = &self.buf[st.head..st.head + HEADER_LEN];
+                // Refuse a lying header before waiting for its payload.
+                let kind = Kind::from_u8(hdr[0]).ok_or(FrameError::UnknownKind(hdr[0]))?;
+                if hdr[1] & !KNOWN_FLAGS != 0 {
+                    return Err(FrameError::UnknownFlags(hdr[1]).into());
+                }
+                let len = u32::from_le_bytes(hdr[4..8].try_into().expect("4 bytes")) as usize;
+                if len > MAX_PAYLOAD {
+                    // `actual`: what followed the header so far.
+                    return Err(FrameError::BadLength {
+                        declared: len as u32,
+                        actual: avail - HEADER_LEN,
+                    }
+                    .into());
+                }
+                if avail >= HEADER_LEN + len {
+                    let start = st.base + st.head as u64;
+                    // An fd whose read ended before this frame began belonged
+                    // to an earlier frame that did not claim it.
+                    if st.fds.front().is_some_and(|(end, _)| *end <= start) {
+                        return Err(FrameError::BadFds {
+                            kind,
+                            declared: 0,
+                            received: st.fds.len(),
+                        }
+                        .into());
+                    }
+                    let want = usize::from(u16::from_le_bytes([hdr[2], hdr[3]]));
+                    let fds: Vec<OwnedFd> = (0..want.min(st.fds.len()))
+                        .filter_map(|_| st.fds.pop_front().map(|(_, f)| f))
+                        .collect();
+                    let packet = &self.buf[st.head..st.head + HEADER_LEN + len];
+                    st.head += HEADER_LEN + len;
+                    if st.head == st.tail {
+                        st.base += st.tail as u64;
+                        st.head = 0;
+                        st.tail = 0;
+                    }
+                    return decode(&mut self.partial, self.max_message, packet, fds)
+                        .map_err(ReadError::Frame);
+                }
+            }
+            // Make room for at least one whole frame after what is buffered.
+            if st.head > 0 && self.buf.len() - st.tail < MAX_PACKET {
+                self.buf.copy_within(st.head..st.tail, 0);
+                st.base += st.head as u64;
+                st.tail -= st.head;
+                st.head = 0;
+            }
+            let r = match ch.recv_raw(&mut self.buf[st.tail..]) {
+                Ok(None) => return Ok(Read::Empty),
+                Ok(Some(r)) => r,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(Read::Eof),
+                Err(e) => return Err(ReadError::Io(e)),
+            };
+            if r.truncated && !r.fds.is_empty() {
+                return Err(FrameError::Truncated.into());
+            }
+            if r.len == 0 && r.fds.is_empty() {
+                return Ok(Read::Eof);
+            }
+            st.tail += r.len;
+            // fds that came without bytes belong to the frame starting next.
+            let end = st.base + st.tail as u64 + u64::from(r.len == 0);
+            for f in r.fds {
+                st.fds.push_back((end, f));
+            }
+            if st.fds.len() > MAX_UNCLAIMED_FDS {
+                return Err(FrameError::BadFds {
+                    kind: Kind::Message,
+                    declared: 0,
+                    received: st.fds.len(),
+                }
+                .into());
+            }
+        }
+    }
+}
+
+/// Decodes one frame (`packet`, header included, and the fds that came with
+/// it) into `partial`'s reassembly.
+fn decode(
+    partial: &mut Option<Partial>,
+    max_message: usize,
+    packet: &[u8],
+    fds: Vec<OwnedFd>,
+) -> Result<Read, FrameError> {
+    {
+        let h = Header::parse(packet, fds.len())?;
+        let mut fds = fds;
         let fd = fds.pop();
         let payload = &packet[HEADER_LEN..];
         if !h.kind.chunked() {
@@ -467,9 +693,9 @@ impl Inbox {
         }
         let cont = h.flags & FLAG_CONT != 0;
         let more = h.flags & FLAG_MORE != 0;
-        match (&mut self.partial, cont) {
+        match (&mut *partial, cont) {
             (None, false) => {
-                if payload.len() > self.max_message {
+                if payload.len() > max_message {
                     return Err(FrameError::TooLarge(payload.len()));
                 }
                 if !more {
@@ -481,7 +707,7 @@ impl Inbox {
                         fd,
                     }));
                 }
-                self.partial = Some(Partial {
+                *partial = Some(Partial {
                     kind: h.kind,
                     id: h.id,
                     flags: h.flags & !(FLAG_MORE | FLAG_CONT),
@@ -499,14 +725,14 @@ impl Inbox {
                     });
                 }
                 let size = p.data.len() + payload.len();
-                if size > self.max_message {
+                if size > max_message {
                     return Err(FrameError::TooLarge(size));
                 }
                 p.data.extend_from_slice(payload);
                 if more {
                     return Ok(Read::Partial);
                 }
-                let p = self.partial.take().expect("partial exists");
+                let p = partial.take().expect("partial exists");
                 Ok(Read::Frame(Incoming {
                     kind: p.kind,
                     flags: p.flags,

@@ -9,6 +9,7 @@ pub mod frame;
 pub mod listener;
 pub mod policy;
 pub mod poller;
+pub mod process;
 pub mod reactor;
 pub mod spawn;
 pub mod supervisor;

@@ -134,8 +134,21 @@ fn uv_err(e: &io::Error) -> i32 {
     -e.raw_os_error().unwrap_or(libc::EINVAL)
 }
 
+/// A non-blocking, close-on-exec socket.
+fn new_socket(domain: Domain, ty: Type) -> io::Result<Socket> {
+    #[cfg(target_os = "linux")]
+    return Socket::new(domain, ty.nonblocking().cloexec(), None);
+    #[cfg(not(target_os = "linux"))]
+    {
+        // socket2 sets close-on-exec itself where the flag does not exist.
+        let s = Socket::new(domain, ty, None)?;
+        s.set_nonblocking(true)?;
+        Ok(s)
+    }
+}
+
 fn tcp_socket(domain: Domain) -> io::Result<Socket> {
-    let s = Socket::new(domain, Type::STREAM.nonblocking().cloexec(), None)?;
+    let s = new_socket(domain, Type::STREAM)?;
     s.set_reuse_address(true)?;
     Ok(s)
 }
@@ -237,8 +250,7 @@ pub fn bind(req: &ListenRequest) -> Result<Bound, i32> {
                 return Err(-libc::EINVAL);
             }
             let addr = SockAddr::unix(&bind_path).map_err(|e| uv_err(&e))?;
-            let s = Socket::new(Domain::UNIX, Type::STREAM.nonblocking().cloexec(), None)
-                .map_err(|e| uv_err(&e))?;
+            let s = new_socket(Domain::UNIX, Type::STREAM).map_err(|e| uv_err(&e))?;
             let fd = bind_listen(s, &addr, backlog).map_err(|e| uv_err(&e))?;
             return Ok(Bound {
                 fd,
@@ -361,8 +373,7 @@ pub fn bind_udp(req: &ListenRequest) -> Result<OwnedFd, i32> {
         return Err(-libc::EINVAL);
     }
     let domain = if v6 { Domain::IPV6 } else { Domain::IPV4 };
-    let s =
-        Socket::new(domain, Type::DGRAM.nonblocking().cloexec(), None).map_err(|e| uv_err(&e))?;
+    let s = new_socket(domain, Type::DGRAM).map_err(|e| uv_err(&e))?;
     let flags = req.flags();
     let r = (|| {
         if flags & FLAG_UDP_REUSEADDR != 0 {
@@ -388,11 +399,13 @@ pub fn sockname(fd: &OwnedFd) -> Option<SockName> {
     })
 }
 
-/// `accept4(SOCK_CLOEXEC)` on a listener. `Ok(None)` when nothing is waiting.
+/// `accept4(SOCK_CLOEXEC)` on a listener (elsewhere `accept` and then
+/// `FD_CLOEXEC`). `Ok(None)` when nothing is waiting.
 pub fn accept(fd: &OwnedFd) -> io::Result<Option<OwnedFd>> {
     use std::os::fd::AsRawFd;
     loop {
         // SAFETY: null address pointers are allowed by accept4(2).
+        #[cfg(target_os = "linux")]
         let r = unsafe {
             libc::accept4(
                 fd.as_raw_fd(),
@@ -401,9 +414,18 @@ pub fn accept(fd: &OwnedFd) -> io::Result<Option<OwnedFd>> {
                 libc::SOCK_CLOEXEC,
             )
         };
+        // SAFETY: null address pointers are allowed by accept(2).
+        #[cfg(not(target_os = "linux"))]
+        let r = unsafe { libc::accept(fd.as_raw_fd(), std::ptr::null_mut(), std::ptr::null_mut()) };
         if r >= 0 {
             // SAFETY: a fresh fd that nobody else owns.
-            return Ok(Some(unsafe { OwnedFd::from_raw_fd(r) }));
+            let conn = unsafe { OwnedFd::from_raw_fd(r) };
+            if cfg!(not(target_os = "linux")) {
+                crate::sys::set_cloexec(r, true)?;
+                // BSD accept inherits O_NONBLOCK from the listener; Linux does not.
+                crate::sys::set_nonblocking(r, false)?;
+            }
+            return Ok(Some(conn));
         }
         let e = io::Error::last_os_error();
         match e.raw_os_error() {

@@ -59,14 +59,17 @@ impl Policy {
     /// sockets are always shared (Node's SharedHandle: there is nothing to
     /// hand out but the socket), and `reuseport` needs a TCP address and port
     /// of its own to bind per slot, so unix paths and `listen({ fd })` fall
-    /// back to round robin. An unknown or missing name is round robin, like
-    /// Node's `NODE_CLUSTER_SCHED_POLICY`.
+    /// back to round robin, as it does where the kernel does not balance
+    /// SO_REUSEPORT sockets (anywhere but Linux). An unknown or missing name
+    /// is round robin, like Node's `NODE_CLUSTER_SCHED_POLICY`.
     pub fn for_listener(requested: Option<&str>, udp: bool, tcp_address: bool) -> Policy {
         if udp {
             return Policy::Shared;
         }
         match requested.and_then(Policy::from_name) {
-            Some(Policy::ReusePort) if !tcp_address => Policy::RoundRobin,
+            // Only Linux spreads connections over SO_REUSEPORT sockets; on
+            // macOS the last socket bound would take them all.
+            Some(Policy::ReusePort) if !tcp_address || !REUSEPORT_BALANCES => Policy::RoundRobin,
             Some(p) => p,
             None => Policy::RoundRobin,
         }
@@ -82,6 +85,9 @@ impl Policy {
         matches!(self, Policy::Shared | Policy::ReusePort)
     }
 }
+
+/// Whether the kernel balances connections over SO_REUSEPORT sockets.
+pub const REUSEPORT_BALANCES: bool = cfg!(target_os = "linux");
 
 /// What a picker needs to know about the worker at one position of the
 /// listener's worker list: `None` when it cannot take a connection now (gone,

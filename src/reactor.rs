@@ -1,5 +1,5 @@
 //! The primary's reactor: one thread, one epoll set holding every listening
-//! socket, every worker channel and every worker pidfd.
+//! socket, every worker channel and every worker process.
 //!
 //! Connections never touch JavaScript here: the reactor accepts
 //! (`accept4(SOCK_CLOEXEC)`), picks the next worker of the listener that has
@@ -27,7 +27,8 @@ use crate::frame::{self, Kind};
 use crate::listener::{ListenRequest, SockName};
 use crate::policy::Policy;
 use crate::poller::{self, Poller, Ready};
-use crate::sys::{self, ExitStatus};
+use crate::process::{ExitStatus, Process};
+use crate::sys;
 
 /// Default number of connections a worker may hold unacknowledged.
 pub const DEFAULT_WINDOW: usize = 16;
@@ -94,7 +95,7 @@ enum Command {
         id: u32,
         slot: u32,
         channel: Arc<Channel>,
-        pidfd: Arc<OwnedFd>,
+        process: Arc<Process>,
     },
     Disconnect {
         id: u32,
@@ -198,7 +199,7 @@ impl Default for Config {
 /// Handle to the reactor thread. Dropping it stops the thread.
 pub struct Reactor {
     tx: Sender<Command>,
-    wake: Arc<OwnedFd>,
+    wake: Arc<sys::Waker>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -212,7 +213,7 @@ impl Reactor {
     /// with the caller.
     pub fn start_with(sink: Sink, config: Config, registry: Arc<Registry>) -> io::Result<Reactor> {
         let (tx, rx) = crossbeam_channel::unbounded();
-        let wake = Arc::new(sys::eventfd()?);
+        let wake = Arc::new(sys::Waker::new()?);
         let mut lp = Loop::new(sink, rx, wake.clone(), config, registry)?;
         let thread = std::thread::Builder::new()
             .name("rcluster-reactor".into())
@@ -226,20 +227,20 @@ impl Reactor {
 
     fn command(&self, c: Command) {
         if self.tx.send(c).is_ok() {
-            sys::eventfd_signal(self.wake.as_raw_fd());
+            self.wake.wake();
         }
     }
 
-    /// Starts watching a spawned worker: its channel and its pidfd. `slot`
+    /// Starts watching a spawned worker: its channel and its process. `slot`
     /// is the worker's place in the pool (a restarted worker gets a new `id`
     /// and keeps its `slot`): `reuseport` gives each slot its own socket and
     /// `hash` hashes over slots, so a replacement inherits both.
-    pub fn add_worker(&self, id: u32, slot: u32, channel: Arc<Channel>, pidfd: Arc<OwnedFd>) {
+    pub fn add_worker(&self, id: u32, slot: u32, channel: Arc<Channel>, process: Arc<Process>) {
         self.command(Command::Add {
             id,
             slot,
             channel,
-            pidfd,
+            process,
         });
     }
 
@@ -291,7 +292,7 @@ impl Drop for Reactor {
 const T_WAKE: u64 = 0;
 const T_LISTENER: u64 = 1 << 32;
 const T_CHANNEL: u64 = 2 << 32;
-const T_PIDFD: u64 = 3 << 32;
+const T_PROCESS: u64 = 3 << 32;
 const T_MASK: u64 = 0xffff_ffff << 32;
 
 struct InFlight {
@@ -300,10 +301,18 @@ struct InFlight {
     tries: u32,
 }
 
+/// What a connected, unpaused channel is always watched for.
+const CHANNEL_READ: u32 = poller::READABLE | poller::HANGUP;
+
+/// How often processes without an exit fd (see [`Process::exit_fd`]) are polled.
+const REAP_POLL: Duration = Duration::from_millis(25);
+
 struct WorkerState {
     channel: Arc<Channel>,
     inbox: Inbox,
-    pidfd: Arc<OwnedFd>,
+    process: Arc<Process>,
+    /// What the channel is registered for in the poller (0: not registered).
+    watch: u32,
     inflight: HashMap<u64, InFlight>,
     listening: Vec<u32>,
     connected: bool,
@@ -379,7 +388,7 @@ struct Loop {
     poller: Poller,
     sink: Sink,
     rx: Receiver<Command>,
-    wake: Arc<OwnedFd>,
+    wake: Arc<sys::Waker>,
     config: Config,
     workers: HashMap<u32, WorkerState>,
     listeners: HashMap<u32, Listener>,
@@ -398,6 +407,8 @@ struct Loop {
     paused: Vec<u32>,
     /// When each paused worker was last warned about (one warning per 10 s).
     paused_warned: HashMap<u32, Instant>,
+    /// When processes without an exit fd were last polled.
+    last_reap_poll: Instant,
     /// Reading a dead worker's last frames: never paused.
     reaping: bool,
     /// Listening sockets from systemd socket activation, not yet used.
@@ -408,12 +419,12 @@ impl Loop {
     fn new(
         sink: Sink,
         rx: Receiver<Command>,
-        wake: Arc<OwnedFd>,
+        wake: Arc<sys::Waker>,
         config: Config,
         registry: Arc<Registry>,
     ) -> io::Result<Loop> {
-        let poller = Poller::new()?;
-        poller.add(wake.as_raw_fd(), T_WAKE, poller::READABLE)?;
+        let mut poller = Poller::new()?;
+        poller.add(wake.fd(), T_WAKE, poller::READABLE)?;
         Ok(Loop {
             poller,
             sink,
@@ -433,6 +444,7 @@ impl Loop {
             registry,
             paused: Vec::new(),
             paused_warned: HashMap::new(),
+            last_reap_poll: Instant::now(),
             reaping: false,
             inherited: crate::systemd::take_listen_fds(
                 std::process::id(),
@@ -466,12 +478,20 @@ impl Loop {
                 (-1, t) | (t, -1) => t,
                 (a, b) => a.min(b),
             };
-            // A paused channel is looked at again every 10 ms.
+            // A paused channel is looked at again every 10 ms; processes
+            // without an exit fd are polled every REAP_POLL.
             let timeout = match (timeout, self.paused.is_empty()) {
                 (t, true) => t,
                 (-1, false) => 10,
                 (t, false) => t.min(10),
             };
+            let unwatched = self.workers.values().any(|w| w.process.exit_fd().is_none());
+            let timeout = match (timeout, unwatched) {
+                (t, false) => t,
+                (-1, true) => REAP_POLL.as_millis() as i32,
+                (t, true) => t.min(REAP_POLL.as_millis() as i32),
+            };
+            self.update_interests();
             if let Err(e) = self.poller.wait(&mut ready, timeout) {
                 self.events.push(Event::Error {
                     worker: 0,
@@ -490,6 +510,9 @@ impl Loop {
                     }
                 }
             }
+            if unwatched && self.last_reap_poll.elapsed() >= REAP_POLL {
+                self.poll_exits();
+            }
             self.expire_holds();
             self.resume_paused();
             for r in &ready {
@@ -498,7 +521,7 @@ impl Loop {
                     T_WAKE => self.commands(),
                     T_LISTENER => self.dispatch(id),
                     T_CHANNEL => self.channel_ready(id, r.events),
-                    T_PIDFD => self.reap(id),
+                    T_PROCESS => self.reap(id),
                     _ => {}
                 }
             }
@@ -518,15 +541,15 @@ impl Loop {
     }
 
     fn commands(&mut self) {
-        sys::eventfd_drain(self.wake.as_raw_fd());
+        self.wake.drain();
         while let Ok(c) = self.rx.try_recv() {
             match c {
                 Command::Add {
                     id,
                     slot,
                     channel,
-                    pidfd,
-                } => self.add_worker(id, slot, channel, pidfd),
+                    process,
+                } => self.add_worker(id, slot, channel, process),
                 Command::Disconnect { id } => self.disconnect_cmd(id),
                 Command::Supervise(c) => self.sup_command(c),
                 Command::Weight { id, weight } => {
@@ -559,32 +582,33 @@ impl Loop {
         }
     }
 
-    fn add_worker(&mut self, id: u32, slot: u32, channel: Arc<Channel>, pidfd: Arc<OwnedFd>) {
-        let ev = poller::READABLE | poller::WRITABLE | poller::EDGE | poller::HANGUP;
+    fn add_worker(&mut self, id: u32, slot: u32, channel: Arc<Channel>, process: Arc<Process>) {
+        channel.set_waker(self.wake.clone());
+        let watch = CHANNEL_READ;
         if let Err(e) = self
             .poller
-            .add(channel.as_raw_fd(), T_CHANNEL | id as u64, ev)
+            .add(channel.as_raw_fd(), T_CHANNEL | id as u64, watch)
         {
             self.events.push(Event::Error {
                 worker: id,
                 message: format!("cannot watch channel: {e}"),
             });
         }
-        if let Err(e) = self
-            .poller
-            .add(pidfd.as_raw_fd(), T_PIDFD | id as u64, poller::READABLE)
-        {
-            self.events.push(Event::Error {
-                worker: id,
-                message: format!("cannot watch process: {e}"),
-            });
+        if let Some(fd) = process.exit_fd() {
+            if let Err(e) = self.poller.add(fd, T_PROCESS | id as u64, poller::READABLE) {
+                self.events.push(Event::Error {
+                    worker: id,
+                    message: format!("cannot watch process: {e}"),
+                });
+            }
         }
         self.workers.insert(
             id,
             WorkerState {
                 channel,
                 inbox: Inbox::default(),
-                pidfd,
+                process,
+                watch,
                 inflight: HashMap::new(),
                 listening: Vec::new(),
                 connected: true,
@@ -760,6 +784,7 @@ impl Loop {
             return;
         }
         w.connected = false;
+        w.watch = 0;
         self.poller.delete(w.channel.as_raw_fd());
         w.channel.shutdown();
         let lids = std::mem::take(&mut w.listening);
@@ -797,11 +822,59 @@ impl Loop {
         self.events.push(Event::Disconnect { worker: id });
     }
 
+    /// Watches each connected channel for what it needs now: reading unless
+    /// paused, writability while output waits. (Sends from other threads
+    /// wake the loop when output starts waiting; see [`Channel::set_waker`].)
+    fn update_interests(&mut self) {
+        for (&id, w) in self.workers.iter_mut() {
+            if !w.connected {
+                continue;
+            }
+            let want = if self.paused.contains(&id) {
+                0
+            } else if w.channel.queued_bytes() > 0 {
+                CHANNEL_READ | poller::WRITABLE
+            } else {
+                CHANNEL_READ
+            };
+            if want == w.watch {
+                continue;
+            }
+            let fd = w.channel.as_raw_fd();
+            let token = T_CHANNEL | id as u64;
+            let r = match (w.watch, want) {
+                (_, 0) => {
+                    self.poller.delete(fd);
+                    Ok(())
+                }
+                (0, _) => self.poller.add(fd, token, want),
+                _ => self.poller.modify(fd, token, want),
+            };
+            if r.is_ok() {
+                w.watch = want;
+            }
+        }
+    }
+
+    /// Reaps the workers whose process has no exit fd, if they exited.
+    fn poll_exits(&mut self) {
+        self.last_reap_poll = Instant::now();
+        let ids: Vec<u32> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.process.exit_fd().is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.reap(id);
+        }
+    }
+
     fn reap(&mut self, id: u32) {
         let Some(w) = self.workers.get(&id) else {
             return;
         };
-        let status = match sys::pidfd_try_reap(&w.pidfd) {
+        let status = match w.process.try_reap() {
             Ok(Some(s)) => Some(s),
             Ok(None) => return, // not yet (spurious wake-up)
             Err(_) => None,     // reaped by someone else: status unknown
@@ -815,7 +888,9 @@ impl Loop {
         self.paused_warned.remove(&id);
         self.worker_gone(id, None);
         if let Some(w) = self.workers.remove(&id) {
-            self.poller.delete(w.pidfd.as_raw_fd());
+            if let Some(fd) = w.process.exit_fd() {
+                self.poller.delete(fd);
+            }
         }
         let (code, signal) = match status {
             Some(ExitStatus::Code(c)) => (Some(c), None),

@@ -1,12 +1,14 @@
 //! Spawning worker processes: `posix_spawn` (vfork-fast even from a big Node
 //! process), the channel placed at a fixed fd number, stdio wired as asked, and
-//! a pidfd returned to watch and reap the child without `waitpid(-1)`.
+//! a [`Process`] handle returned to watch and reap the child without
+//! `waitpid(-1)`.
 
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr;
 
+use crate::process::Process;
 use crate::sys;
 
 /// What a child's fd `i` is connected to.
@@ -44,8 +46,8 @@ pub struct SpawnOptions {
 #[derive(Debug)]
 pub struct Spawned {
     pub pid: i32,
-    /// Readable when the child exits; reap with [`sys::pidfd_try_reap`].
-    pub pidfd: OwnedFd,
+    /// Signals and reaps exactly this child.
+    pub process: Process,
     /// For each stdio slot that was [`Stdio::Pipe`], the parent's end.
     pub pipes: Vec<Option<OwnedFd>>,
 }
@@ -59,15 +61,7 @@ fn cstr(s: &str) -> io::Result<CString> {
     })
 }
 
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: `fds` is a writable array of two ints.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: pipe2 succeeded; both fds are new and ours.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
+use sys::pipe;
 
 /// Duplicates `fd` to a number at or above `min`, close-on-exec, so that the
 /// dup2 sequence in the child can never clobber a source it still needs.
@@ -233,10 +227,10 @@ pub fn spawn(opts: &SpawnOptions, channel: Option<&OwnedFd>) -> io::Result<Spawn
         )
     })?;
     drop(sources);
-    let pidfd = match sys::pidfd_open(pid) {
-        Ok(fd) => fd,
+    let process = match Process::open(pid) {
+        Ok(p) => p,
         Err(e) => {
-            // Without a pidfd we cannot supervise it: stop it now and reap it.
+            // Without a handle we cannot supervise it: stop it now and reap it.
             // SAFETY: plain syscalls on the pid we just created.
             unsafe {
                 libc::kill(pid, libc::SIGKILL);
@@ -245,12 +239,16 @@ pub fn spawn(opts: &SpawnOptions, channel: Option<&OwnedFd>) -> io::Result<Spawn
             return Err(e);
         }
     };
-    Ok(Spawned { pid, pidfd, pipes })
+    Ok(Spawned {
+        pid,
+        process,
+        pipes,
+    })
 }
 
-/// Sends `sig` to the process behind `pidfd` (no pid-reuse race).
-pub fn signal(pidfd: &OwnedFd, sig: i32) -> io::Result<()> {
-    sys::pidfd_send_signal(pidfd.as_raw_fd(), sig)
+/// Sends `sig` to the process (no pid-reuse race).
+pub fn signal(process: &Process, sig: i32) -> io::Result<()> {
+    process.signal(sig)
 }
 
 #[cfg(test)]
@@ -259,15 +257,24 @@ mod tests {
     use crate::sys::ExitStatus;
     use std::io::Read;
 
-    fn wait(pidfd: &OwnedFd) -> ExitStatus {
-        let mut p = libc::pollfd {
-            fd: pidfd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        unsafe { libc::poll(&mut p, 1, 5000) };
-        sys::pidfd_try_reap(pidfd).unwrap().expect("exited")
+    fn wait(process: &Process) -> ExitStatus {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            if let Some(fd) = process.exit_fd() {
+                let mut p = libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd.
+                unsafe { libc::poll(&mut p, 1, 5000) };
+            }
+            if let Some(s) = process.try_reap().unwrap() {
+                return s;
+            }
+            assert!(std::time::Instant::now() < deadline, "child did not exit");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
 
     #[test]
@@ -285,18 +292,18 @@ mod tests {
             .read_to_string(&mut out)
             .unwrap();
         assert_eq!(out, "hi there\n");
-        assert_eq!(wait(&s.pidfd), ExitStatus::Code(3));
+        assert_eq!(wait(&s.process), ExitStatus::Code(3));
     }
 
     #[test]
     fn channel_lands_on_its_fd_and_signal_kills() {
-        let (ours, theirs) = sys::seqpacket_pair().unwrap();
+        let (ours, theirs) = sys::channel_pair().unwrap();
         let opts = SpawnOptions {
             file: "/bin/sh".into(),
             argv: vec![
                 "sh".into(),
                 "-c".into(),
-                "test -S /proc/self/fd/3 && echo ok >&3; sleep 5".into(),
+                "test -S /dev/fd/3 && echo ok >&3; sleep 5".into(),
             ],
             env: vec![],
             cwd: None,
@@ -329,8 +336,8 @@ mod tests {
             }
         };
         assert_eq!(&buf[..r.len], b"ok\n");
-        signal(&s.pidfd, libc::SIGTERM).unwrap();
-        assert_eq!(wait(&s.pidfd), ExitStatus::Signal(libc::SIGTERM));
+        signal(&s.process, libc::SIGTERM).unwrap();
+        assert_eq!(wait(&s.process), ExitStatus::Signal(libc::SIGTERM));
     }
 
     #[test]

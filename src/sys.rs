@@ -3,6 +3,13 @@
 //! Everything here returns `io::Result` and owns the fds it creates
 //! (`OwnedFd`), so an early return never leaks a descriptor. Every fd is
 //! created close-on-exec.
+//!
+//! Linux gets its own primitives (`SOCK_SEQPACKET` channels, `eventfd`,
+//! `MSG_CMSG_CLOEXEC`). Other Unix systems (macOS) get the portable ones: a
+//! `SOCK_STREAM` channel with framing done by [`crate::channel`], a pipe as
+//! waker, and `FD_CLOEXEC` set right after receipt. Setting
+//! `RCLUSTER_PORTABLE=1` selects the portable primitives on Linux too, which
+//! is how the macOS code paths are tested on a Linux machine.
 
 use std::io::{self, IoSlice};
 use std::mem;
@@ -27,22 +34,102 @@ fn cvt_size(r: libc::ssize_t) -> io::Result<usize> {
     }
 }
 
+/// Whether the portable primitives are in use: always off Linux, and on
+/// Linux when `RCLUSTER_PORTABLE` is set to anything but `0` or empty.
+pub fn portable() -> bool {
+    if cfg!(not(target_os = "linux")) {
+        return true;
+    }
+    static PORTABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PORTABLE.get_or_init(|| {
+        std::env::var_os("RCLUSTER_PORTABLE").is_some_and(|v| !v.is_empty() && v != "0")
+    })
+}
+
+fn socketpair(ty: libc::c_int) -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    #[cfg(target_os = "linux")]
+    let ty = ty | libc::SOCK_CLOEXEC;
+    // SAFETY: `fds` is a valid, writable array of two ints as socketpair(2) requires.
+    cvt(unsafe { libc::socketpair(libc::AF_UNIX, ty, 0, fds.as_mut_ptr()) })?;
+    // SAFETY: socketpair succeeded, so both fds are open and owned by nobody else.
+    let pair = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    if cfg!(not(target_os = "linux")) {
+        set_cloexec(pair.0.as_raw_fd(), true)?;
+        set_cloexec(pair.1.as_raw_fd(), true)?;
+    }
+    Ok(pair)
+}
+
 /// Creates a connected pair of `AF_UNIX` `SOCK_SEQPACKET` sockets, both
 /// close-on-exec. Nothing on the filesystem: no other process can connect.
 pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: `fds` is a valid, writable array of two ints as socketpair(2) requires.
+    socketpair(libc::SOCK_SEQPACKET)
+}
+
+/// Creates a connected pair of `AF_UNIX` `SOCK_STREAM` sockets, both
+/// close-on-exec (the portable channel).
+pub fn stream_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    socketpair(libc::SOCK_STREAM)
+}
+
+/// The socket pair a channel uses here: seqpacket on Linux, a stream where
+/// [`portable`] is on.
+pub fn channel_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    if portable() {
+        stream_pair()
+    } else {
+        seqpacket_pair()
+    }
+}
+
+/// Whether `fd` is a `SOCK_STREAM` socket (its type, from `SO_TYPE`).
+pub fn is_stream(fd: RawFd) -> io::Result<bool> {
+    let mut ty: libc::c_int = 0;
+    let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `ty` and `len` are valid and writable; SO_TYPE writes one int.
     cvt(unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_TYPE,
+            &mut ty as *mut libc::c_int as *mut libc::c_void,
+            &mut len,
         )
     })?;
-    // SAFETY: socketpair succeeded, so both fds are open and owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    Ok(ty == libc::SOCK_STREAM)
 }
+
+/// Makes writes to a gone peer fail with `EPIPE` instead of raising SIGPIPE
+/// where `MSG_NOSIGNAL` does not exist (macOS: `SO_NOSIGPIPE`).
+pub fn no_sigpipe(fd: RawFd) -> io::Result<()> {
+    #[cfg(any(target_os = "macos", target_os = "ios", target_os = "freebsd"))]
+    {
+        let one: libc::c_int = 1;
+        // SAFETY: SO_NOSIGPIPE reads one int from a valid pointer.
+        cvt(unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_NOSIGPIPE,
+                &one as *const libc::c_int as *const libc::c_void,
+                mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        })?;
+    }
+    let _ = fd;
+    Ok(())
+}
+
+#[cfg(target_os = "linux")]
+const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
+#[cfg(not(target_os = "linux"))]
+const SEND_FLAGS: libc::c_int = libc::MSG_DONTWAIT;
+
+#[cfg(target_os = "linux")]
+const RECV_FLAGS: libc::c_int = libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT;
+#[cfg(not(target_os = "linux"))]
+const RECV_FLAGS: libc::c_int = libc::MSG_DONTWAIT;
 
 /// Sets or clears `O_NONBLOCK`.
 pub fn set_nonblocking(fd: RawFd, on: bool) -> io::Result<()> {
@@ -107,7 +194,7 @@ pub fn send_packet(fd: RawFd, iov: &[IoSlice<'_>], pass: Option<RawFd>) -> io::R
     }
     // SAFETY: `msg` points at `iov` (IoSlice is ABI-compatible with iovec) and at
     // `cbuf`, both alive for the duration of the call.
-    cvt_size(unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) })
+    cvt_size(unsafe { libc::sendmsg(fd, &msg, SEND_FLAGS) })
 }
 
 /// One received packet.
@@ -121,8 +208,10 @@ pub struct Received {
     pub truncated: bool,
 }
 
-/// Receives one packet into `buf` with `MSG_CMSG_CLOEXEC`. `Ok(None)` when
-/// nothing is waiting. A `len` of 0 with no fds is end of file.
+/// Receives one packet into `buf` with `MSG_CMSG_CLOEXEC` (elsewhere,
+/// `FD_CLOEXEC` is set on each fd at once). `Ok(None)` when nothing is
+/// waiting. A `len` of 0 with no fds is end of file (or, on a seqpacket
+/// socket, maybe an empty packet: see [`peer_hung_up`]).
 ///
 /// Every fd the kernel installed is returned as `OwnedFd`, even when the
 /// control data was truncated, so nothing that arrived can leak.
@@ -149,7 +238,7 @@ pub fn recv_packet(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<Received>> {
     debug_assert!(space <= 128);
     msg.msg_controllen = space as _;
     // SAFETY: `msg` describes `buf` and `cbuf`, both valid and writable for the call.
-    let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT) };
+    let n = unsafe { libc::recvmsg(fd, &mut msg, RECV_FLAGS) };
     if n < 0 {
         let e = io::Error::last_os_error();
         if e.kind() == io::ErrorKind::WouldBlock {
@@ -175,6 +264,12 @@ pub fn recv_packet(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<Received>> {
             cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
         }
     }
+    if cfg!(not(target_os = "linux")) {
+        for f in &fds {
+            // No MSG_CMSG_CLOEXEC here: close the window as soon as we can.
+            let _ = set_cloexec(f.as_raw_fd(), true);
+        }
+    }
     let truncated = msg.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0;
     Ok(Some(Received {
         len: n as usize,
@@ -188,17 +283,20 @@ pub fn recv_packet(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<Received>> {
 /// an empty packet, which `recvmsg` also reports as 0 bytes. A failing poll
 /// counts as hung up.
 pub fn peer_hung_up(fd: RawFd) -> bool {
+    #[cfg(target_os = "linux")]
+    const RDHUP: libc::c_short = libc::POLLRDHUP;
+    #[cfg(not(target_os = "linux"))]
+    const RDHUP: libc::c_short = 0;
     let mut p = libc::pollfd {
         fd,
-        events: libc::POLLRDHUP,
+        events: RDHUP,
         revents: 0,
     };
     loop {
         // SAFETY: `p` is one valid, writable pollfd; a zero timeout never blocks.
         let r = unsafe { libc::poll(&mut p, 1, 0) };
         if r >= 0 {
-            return p.revents & (libc::POLLHUP | libc::POLLRDHUP | libc::POLLERR | libc::POLLNVAL)
-                != 0;
+            return p.revents & (libc::POLLHUP | RDHUP | libc::POLLERR | libc::POLLNVAL) != 0;
         }
         if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
             return true;
@@ -206,106 +304,107 @@ pub fn peer_hung_up(fd: RawFd) -> bool {
     }
 }
 
-/// A non-blocking, close-on-exec eventfd used to wake a poll loop.
-pub fn eventfd() -> io::Result<OwnedFd> {
-    // SAFETY: eventfd takes no pointers.
-    let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
-    // SAFETY: a fresh fd that nobody else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+/// Wakes a poll loop from another thread: an eventfd on Linux, a pipe where
+/// [`portable`] is on. Both ends are non-blocking and close-on-exec.
+#[derive(Debug)]
+pub struct Waker {
+    read: OwnedFd,
+    /// The pipe's write end (`None`: the eventfd is both ends).
+    write: Option<OwnedFd>,
 }
 
-/// Adds one to an eventfd (wakes its reader).
-pub fn eventfd_signal(fd: RawFd) {
-    let one: u64 = 1;
-    // SAFETY: writes 8 bytes from a valid u64. EAGAIN (counter full) still wakes the reader.
-    unsafe {
-        libc::write(fd, &one as *const u64 as *const libc::c_void, 8);
+impl Waker {
+    pub fn new() -> io::Result<Waker> {
+        #[cfg(target_os = "linux")]
+        if !portable() {
+            // SAFETY: eventfd takes no pointers.
+            let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
+            return Ok(Waker {
+                // SAFETY: a fresh fd that nobody else owns.
+                read: unsafe { OwnedFd::from_raw_fd(fd) },
+                write: None,
+            });
+        }
+        let (read, write) = pipe()?;
+        set_nonblocking(read.as_raw_fd(), true)?;
+        set_nonblocking(write.as_raw_fd(), true)?;
+        Ok(Waker {
+            read,
+            write: Some(write),
+        })
+    }
+
+    /// The fd to poll for readability.
+    pub fn fd(&self) -> RawFd {
+        self.read.as_raw_fd()
+    }
+
+    /// Wakes the reader. A full counter or pipe still wakes it.
+    pub fn wake(&self) {
+        let one: u64 = 1;
+        let (fd, n) = match &self.write {
+            Some(w) => (w.as_raw_fd(), 1),
+            None => (self.read.as_raw_fd(), 8),
+        };
+        // SAFETY: writes `n` (1 or 8) bytes from a valid u64.
+        unsafe {
+            libc::write(fd, &one as *const u64 as *const libc::c_void, n);
+        }
+    }
+
+    /// Takes every pending wake-up.
+    pub fn drain(&self) {
+        let mut buf = [0u8; 64];
+        loop {
+            // SAFETY: reads at most 64 bytes into a valid buffer (an eventfd
+            // needs 8 and gives them all at once).
+            let n = unsafe {
+                libc::read(
+                    self.read.as_raw_fd(),
+                    buf.as_mut_ptr() as *mut libc::c_void,
+                    buf.len(),
+                )
+            };
+            if n <= 0 || self.write.is_none() || (n as usize) < buf.len() {
+                return;
+            }
+        }
     }
 }
 
-/// Resets an eventfd to zero.
-pub fn eventfd_drain(fd: RawFd) {
-    let mut v: u64 = 0;
-    // SAFETY: reads 8 bytes into a valid u64.
-    unsafe {
-        libc::read(fd, &mut v as *mut u64 as *mut libc::c_void, 8);
+/// A close-on-exec pipe: `(read end, write end)`.
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: `fds` is a valid, writable array of two ints as pipe(2) requires.
+    #[cfg(target_os = "linux")]
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: as above.
+    #[cfg(not(target_os = "linux"))]
+    cvt(unsafe { libc::pipe(fds.as_mut_ptr()) })?;
+    // SAFETY: pipe succeeded, so both fds are open and owned by nobody else.
+    let pair = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    if cfg!(not(target_os = "linux")) {
+        set_cloexec(pair.0.as_raw_fd(), true)?;
+        set_cloexec(pair.1.as_raw_fd(), true)?;
     }
+    Ok(pair)
 }
 
-/// `pidfd_open(2)`: a close-on-exec fd that becomes readable when `pid` exits.
-pub fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
-    // SAFETY: the syscall takes two integers; pidfds are always close-on-exec.
-    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh fd that nobody else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
-}
-
-/// `pidfd_send_signal(2)`: signals exactly the process behind `pidfd`, never a
-/// recycled pid.
-pub fn pidfd_send_signal(pidfd: RawFd, sig: libc::c_int) -> io::Result<()> {
-    // SAFETY: null siginfo is allowed; flags must be 0.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd,
-            sig,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// How a process ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ExitStatus {
-    Code(i32),
-    Signal(i32),
-}
-
-/// Reaps the process behind `pidfd` if it has exited (`waitid(P_PIDFD)`), never
-/// touching other children. `Ok(None)` while it still runs.
-pub fn pidfd_try_reap(pidfd: &OwnedFd) -> io::Result<Option<ExitStatus>> {
-    // SAFETY: siginfo_t is plain old data; zeroed means "no child" (si_pid == 0).
-    let mut info: libc::siginfo_t = unsafe { mem::zeroed() };
-    // SAFETY: `info` is valid and writable; P_PIDFD (3) takes the fd as id.
-    let r = unsafe {
-        libc::waitid(
-            3, /* P_PIDFD */
-            pidfd.as_raw_fd() as libc::id_t,
-            &mut info,
-            libc::WEXITED | libc::WNOHANG,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: after a successful waitid the pid/status union members are initialised.
-    let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
-    if pid == 0 {
-        return Ok(None);
-    }
-    Ok(Some(if info.si_code == libc::CLD_EXITED {
-        ExitStatus::Code(status)
-    } else {
-        ExitStatus::Signal(status)
-    }))
-}
+pub use crate::process::ExitStatus;
 
 /// Counts the fds open in this process (for leak tests).
 pub fn count_open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd")
+    let dir = if cfg!(target_os = "linux") {
+        "/proc/self/fd"
+    } else {
+        "/dev/fd"
+    };
+    std::fs::read_dir(dir)
         .map(|d| d.count().saturating_sub(1))
         .unwrap_or(0)
 }
 
-#[cfg(test)]
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
 

@@ -106,9 +106,21 @@ pub fn notify(socket: Option<&str>, state: &str) -> io::Result<bool> {
     let sock = UnixDatagram::unbound()?;
     sys::set_cloexec(sock.as_raw_fd(), true)?;
     if let Some(abstract_name) = path.strip_prefix('@') {
-        use std::os::linux::net::SocketAddrExt;
-        let addr = std::os::unix::net::SocketAddr::from_abstract_name(abstract_name.as_bytes())?;
-        sock.send_to_addr(state.as_bytes(), &addr)?;
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::linux::net::SocketAddrExt;
+            let addr =
+                std::os::unix::net::SocketAddr::from_abstract_name(abstract_name.as_bytes())?;
+            sock.send_to_addr(state.as_bytes(), &addr)?;
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = abstract_name;
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "abstract unix socket names exist only on Linux",
+            ));
+        }
     } else {
         sock.send_to(state.as_bytes(), path)?;
     }

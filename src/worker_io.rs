@@ -4,6 +4,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -26,27 +27,30 @@ pub type WorkerSink = Box<dyn FnMut(Vec<WorkerEvent>) + Send>;
 /// The worker's channel and its I/O thread.
 pub struct WorkerIo {
     channel: Arc<Channel>,
-    stop: Arc<OwnedFd>,
+    /// Wakes the thread: to stop, or to watch for writability.
+    wake: Arc<sys::Waker>,
+    stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 const T_CHANNEL: u64 = 1;
-const T_STOP: u64 = 2;
+const T_WAKE: u64 = 2;
 
 impl WorkerIo {
     /// Takes over the channel socket `fd` and starts reading it.
     pub fn start(fd: OwnedFd, mut sink: WorkerSink) -> io::Result<WorkerIo> {
         sys::set_cloexec(fd.as_raw_fd(), true)?;
         let channel = Arc::new(Channel::new(fd)?);
-        let stop = Arc::new(sys::eventfd()?);
+        let wake = Arc::new(sys::Waker::new()?);
+        let stop = Arc::new(AtomicBool::new(false));
+        channel.set_waker(wake.clone());
         let mut poller = Poller::new()?;
-        poller.add(
-            channel.as_raw_fd(),
-            T_CHANNEL,
-            poller::READABLE | poller::WRITABLE | poller::EDGE | poller::HANGUP,
-        )?;
-        poller.add(stop.as_raw_fd(), T_STOP, poller::READABLE)?;
+        const READ: u32 = poller::READABLE | poller::HANGUP;
+        let mut watch = READ;
+        poller.add(channel.as_raw_fd(), T_CHANNEL, watch)?;
+        poller.add(wake.fd(), T_WAKE, poller::READABLE)?;
         let ch = channel.clone();
+        let (wake2, stop2) = (wake.clone(), stop.clone());
         let thread = std::thread::Builder::new()
             .name("rcluster-worker-io".into())
             .spawn(move || {
@@ -54,14 +58,24 @@ impl WorkerIo {
                 let mut ready: Vec<Ready> = Vec::new();
                 loop {
                     ready.clear();
+                    // Level-triggered: writability only while output waits.
+                    let want = if ch.queued_bytes() > 0 {
+                        READ | poller::WRITABLE
+                    } else {
+                        READ
+                    };
+                    if want != watch && poller.modify(ch.as_raw_fd(), T_CHANNEL, want).is_ok() {
+                        watch = want;
+                    }
                     if poller.wait(&mut ready, -1).is_err() {
                         break;
                     }
                     let mut batch = Vec::new();
                     let mut done = false;
                     for r in &ready {
-                        if r.token == T_STOP {
-                            done = true;
+                        if r.token == T_WAKE {
+                            wake2.drain();
+                            done |= stop2.load(Ordering::Acquire);
                             continue;
                         }
                         if r.events & poller::WRITABLE != 0 && ch.flush().is_err() {
@@ -80,6 +94,7 @@ impl WorkerIo {
             })?;
         Ok(WorkerIo {
             channel,
+            wake,
             stop,
             thread: Some(thread),
         })
@@ -93,7 +108,8 @@ impl WorkerIo {
     /// Closes the channel (the primary sees EOF) and stops the thread.
     pub fn close(&mut self) {
         self.channel.shutdown();
-        sys::eventfd_signal(self.stop.as_raw_fd());
+        self.stop.store(true, Ordering::Release);
+        self.wake.wake();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -136,8 +152,11 @@ pub fn read_into(
 
 /// Makes this process die with its parent (`PR_SET_PDEATHSIG`, SIGKILL), and
 /// exits at once if the parent `ppid` is already gone.
+/// Elsewhere (macOS) there is no such signal: the worker ends when its
+/// channel reports end of file, as Node's cluster workers do.
 pub fn die_with_parent(ppid: i32) {
     // SAFETY: prctl with PR_SET_PDEATHSIG takes an integer signal number.
+    #[cfg(target_os = "linux")]
     unsafe {
         libc::prctl(
             libc::PR_SET_PDEATHSIG,

@@ -1,3 +1,4 @@
+#![cfg(target_os = "linux")]
 //! Malformed input from the peer: every bad packet is an error (never a panic)
 //! and every fd that came with it is closed.
 //!

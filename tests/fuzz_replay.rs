@@ -1,3 +1,4 @@
+#![cfg(target_os = "linux")]
 //! The fuzz targets under plain `cargo test` (stable toolchain, no
 //! libFuzzer): every file of the committed corpus (`fuzz/corpus/<target>/`)
 //! is replayed, then a bounded random loop runs each target on generated

@@ -45,8 +45,8 @@ fn round_robin_between_two_workers() {
         assert!(c.fd.is_some());
     }
     drop(clients);
-    spawn::signal(&a.pidfd, libc::SIGKILL).unwrap();
-    spawn::signal(&b.pidfd, libc::SIGKILL).unwrap();
+    spawn::signal(&a.process, libc::SIGKILL).unwrap();
+    spawn::signal(&b.process, libc::SIGKILL).unwrap();
 }
 
 #[test]
@@ -62,7 +62,7 @@ fn window_keeps_connections_away_from_a_worker_that_does_not_ack() {
     a.ack_taken(&first.iter().map(|c| c.id).collect::<Vec<_>>());
     let second = a.conns_for(300);
     assert_eq!(second.len(), 2, "acks open the window again");
-    spawn::signal(&a.pidfd, libc::SIGKILL).unwrap();
+    spawn::signal(&a.process, libc::SIGKILL).unwrap();
 }
 
 #[test]
@@ -78,7 +78,7 @@ fn unacknowledged_connections_of_a_dead_worker_go_to_another() {
     drop(held); // the worker never takes them: its copies close, the primary's stay
     let mut b = FakeWorker::start(&r, 2, 2);
     listen(&mut b, "redispatch", port);
-    spawn::signal(&a.pidfd, libc::SIGKILL).unwrap();
+    spawn::signal(&a.process, libc::SIGKILL).unwrap();
     // Disconnect comes before exit, and exit carries the signal.
     wait_event(&rx, |e| matches!(e, Event::Disconnect { worker: 1 }));
     match wait_event(&rx, |e| matches!(e, Event::Exit { worker: 1, .. })) {
@@ -109,7 +109,7 @@ fn unacknowledged_connections_of_a_dead_worker_go_to_another() {
         assert_eq!(&buf, b"hi");
         let _ = c.write_all(b"x");
     }
-    spawn::signal(&b.pidfd, libc::SIGKILL).unwrap();
+    spawn::signal(&b.process, libc::SIGKILL).unwrap();
 }
 
 #[test]
@@ -129,7 +129,7 @@ fn listener_closes_when_its_last_worker_leaves() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert!(freed, "the port is free once no worker listens");
-    spawn::signal(&a.pidfd, libc::SIGKILL).unwrap();
+    spawn::signal(&a.process, libc::SIGKILL).unwrap();
 }
 
 #[test]
@@ -159,6 +159,6 @@ fn a_lying_frame_closes_only_that_worker() {
     assert!(a.next().is_none(), "the liar's channel is closed");
     let _c = TcpStream::connect(("127.0.0.1", port)).unwrap();
     assert_eq!(b.conns_for(300).len(), 1, "the other worker keeps serving");
-    spawn::signal(&a.pidfd, libc::SIGKILL).unwrap();
-    spawn::signal(&b.pidfd, libc::SIGKILL).unwrap();
+    spawn::signal(&a.process, libc::SIGKILL).unwrap();
+    spawn::signal(&b.process, libc::SIGKILL).unwrap();
 }

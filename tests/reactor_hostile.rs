@@ -119,12 +119,15 @@ fn bad_frames_close_only_the_offender_and_leak_no_fd() {
     huge.extend_from_slice(b"{\"x\":1}");
     let mut garbage: Vec<u8> = (0..200u32).map(|i| (i * 131 + 7) as u8).collect();
     garbage[0] = 0xee;
-    let cases: Vec<(&str, Vec<u8>, usize, &str)> = vec![
+    let mut cases: Vec<(&str, Vec<u8>, usize, &str)> = vec![
         ("huge length", huge, 0, "frame length lies"),
         ("garbage", garbage, 0, "unknown frame kind 238"),
-        ("253 fds", header(2, 253, 0), 253, "truncated"),
         ("1 fd on a kind that takes none", header(1, 1, 0), 1, "fds"),
     ];
+    // SCM_MAX_FD (253) and the EINVAL above it are Linux's limits.
+    if cfg!(target_os = "linux") {
+        cases.push(("253 fds", header(2, 253, 0), 253, "truncated"));
+    }
     let mut served = 0;
     for (i, (name, bytes, nfds, expect)) in cases.into_iter().enumerate() {
         let id = 10 + i as u32;

@@ -14,7 +14,7 @@ const test = require('node:test');
 const assert = require('node:assert');
 const fs = require('fs');
 const net = require('net');
-const { run, waitGone, alive } = require('../helpers');
+const { run, waitGone, alive, linuxOnly } = require('../helpers');
 const { procStats, zombies, load, counters } = require('./lib');
 
 const WORKERS = 4;
@@ -23,7 +23,7 @@ const CHAOS_MS = Number(process.env.CHAOS_MS || 8000);
 const EVERY_MS = 200;
 const RSS_GROWTH_KIB = 40 * 1024;
 
-test('SIGKILL a random worker every 200 ms under load: nothing is lost, nothing leaks', { timeout: 90000 }, async (t) => {
+test('SIGKILL a random worker every 200 ms under load: nothing is lost, nothing leaks', { timeout: 90000, skip: linuxOnly('reads /proc') }, async (t) => {
   const settings = { restart: 'always', minUptime: 0, backoffInitial: 10, backoffMax: 50, maxRestarts: 1e6 };
   const p = run('reliability.js', [], { env: { WORKERS: String(WORKERS), SETTINGS: JSON.stringify(settings) } });
   try {
@@ -85,7 +85,7 @@ test('SIGKILL a random worker every 200 ms under load: nothing is lost, nothing 
   }
 });
 
-test('SIGKILL of the primary under load, restarts on: every worker is gone within a second', { timeout: 30000 }, async (t) => {
+test('SIGKILL of the primary under load, restarts on: every worker is gone within a second', { timeout: 30000, skip: linuxOnly('reads /proc') }, async (t) => {
   const settings = { restart: 'always', minUptime: 0, backoffInitial: 10, maxRestarts: 1e6 };
   const p = run('reliability.js', [], {
     env: { WORKERS: String(WORKERS), SETTINGS: JSON.stringify(settings), GRANDCHILD: '1' },

@@ -10,7 +10,7 @@
 
 const test = require('node:test');
 const assert = require('node:assert');
-const { run } = require('../helpers');
+const { run, linuxOnly } = require('../helpers');
 const { procStats, load, counters } = require('./lib');
 
 function start(env = {}) {
@@ -44,7 +44,7 @@ const CHANNEL_ATTACKS = [
   ...(PYTHON ? [['many-fds', /truncated|fds/]] : []),
 ];
 
-test('a worker writing garbage, lying lengths or 253 fds gets an error event; nothing else is touched', { timeout: 60000 }, async (t) => {
+test('a worker writing garbage, lying lengths or 253 fds gets an error event; nothing else is touched', { timeout: 60000, skip: linuxOnly('reads /proc and the seqpacket channel') }, async (t) => {
   const p = start();
   try {
     const { port, pid } = await p.next((m) => m.event === 'serving');
@@ -76,7 +76,7 @@ test('a worker writing garbage, lying lengths or 253 fds gets an error event; no
   }
 });
 
-test('a message flood faster than the primary reads: paused with an error event, nothing lost, memory bounded', { timeout: 60000 }, async (t) => {
+test('a message flood faster than the primary reads: paused with an error event, nothing lost, memory bounded', { timeout: 60000, skip: linuxOnly('reads /proc and the seqpacket channel') }, async (t) => {
   // Each message costs the primary's JS 200 us: the worker writes ~10x faster.
   const p = start({ MESSAGE_COST_US: '200' });
   try {
@@ -109,7 +109,7 @@ test('a message flood faster than the primary reads: paused with an error event,
   }
 });
 
-test('a worker that never acknowledges: its connections go to the others once it is found stuck', { timeout: 60000 }, async (t) => {
+test('a worker that never acknowledges: its connections go to the others once it is found stuck', { timeout: 60000, skip: linuxOnly('reads /proc and the seqpacket channel') }, async (t) => {
   const p = start();
   try {
     const { port, pid } = await p.next((m) => m.event === 'serving');

@@ -6,14 +6,14 @@
 
 const test = require('node:test');
 const assert = require('node:assert');
-const { run } = require('../helpers');
+const { run, linuxOnly } = require('../helpers');
 const { procStats, load, counters, netOnce } = require('./lib');
 
 const N = Number(process.env.SOAK_CONNECTIONS || 20000);
 const WARMUP = 2000;
 const RSS_GROWTH_KIB = 16 * 1024;
 
-test(`${N} connections through the dispatcher: fds, threads and RSS stay flat`, { timeout: 120000 }, async (t) => {
+test(`${N} connections through the dispatcher: fds, threads and RSS stay flat`, { timeout: 120000, skip: linuxOnly('reads /proc') }, async (t) => {
   const p = run('reliability.js', [], { env: { WORKERS: '2', PROTO: 'net' } });
   try {
     const { port, pid } = await p.next((m) => m.event === 'serving');

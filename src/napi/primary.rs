@@ -253,7 +253,7 @@ impl Primary {
         let slot = slot.unwrap_or(id);
         let (h, pipes) = spawn_worker(&self.registry, id, &opts).map_err(io_err)?;
         self.reactor
-            .add_worker(id, slot, h.channel.clone(), h.pidfd.clone());
+            .add_worker(id, slot, h.channel.clone(), h.process.clone());
         self.reactor.supervise(SuperviseCmd::Slot {
             worker: id,
             slot,
@@ -342,14 +342,14 @@ impl Primary {
         Ok(())
     }
 
-    /// Signals worker `id` through its pidfd (never a recycled pid).
+    /// Signals worker `id` (through its pidfd on Linux: never a recycled pid).
     #[napi(catch_unwind)]
     pub fn kill(&self, id: u32, signal: i32) -> Result<()> {
-        let pidfd = match self.handle(id) {
-            Some(h) => h.pidfd,
+        let process = match self.handle(id) {
+            Some(h) => h.process,
             None => return Err(io_err(std::io::Error::from_raw_os_error(libc::ESRCH))),
         };
-        spawn::signal(&pidfd, signal).map_err(io_err)
+        spawn::signal(&process, signal).map_err(io_err)
     }
 
     /// Asks worker `id` to disconnect; no new connections go to it.

@@ -17,6 +17,7 @@ use parking_lot::Mutex;
 use super::{Event, Loop};
 use crate::channel::Channel;
 use crate::frame::Kind;
+use crate::process::Process;
 use crate::spawn::{self, SpawnOptions};
 use crate::supervisor::{recycle_after, Config, Decision, Jitter, Readiness, SlotState};
 
@@ -31,7 +32,7 @@ pub const ID_VAR: &str = "RCLUSTER_WORKER_ID";
 #[derive(Clone)]
 pub struct Handle {
     pub channel: Arc<Channel>,
-    pub pidfd: Arc<OwnedFd>,
+    pub process: Arc<Process>,
     pub pid: i32,
 }
 
@@ -77,7 +78,7 @@ pub fn spawn_worker(
     drop(theirs);
     let handle = Handle {
         channel: Arc::new(ours),
-        pidfd: Arc::new(spawned.pidfd),
+        process: Arc::new(spawned.process),
         pid: spawned.pid,
     };
     registry.workers.lock().insert(id, handle.clone());
@@ -360,7 +361,7 @@ impl Loop {
         let id = self.sup.registry.allocate();
         match spawn_worker(&self.sup.registry, id, &opts) {
             Ok((h, pipes)) => {
-                self.add_worker(id, slot, h.channel.clone(), h.pidfd.clone());
+                self.add_worker(id, slot, h.channel.clone(), h.process.clone());
                 if let Some(s) = self.sup.slots.get_mut(&slot) {
                     s.restarts += 1;
                 }
@@ -498,7 +499,7 @@ impl Loop {
     fn signal(&mut self, worker: u32, sig: i32) {
         let h = self.sup.registry.workers.lock().get(&worker).cloned();
         if let Some(h) = h {
-            let _ = spawn::signal(&h.pidfd, sig);
+            let _ = spawn::signal(&h.process, sig);
         }
     }
 
@@ -980,7 +981,27 @@ impl Loop {
     }
 }
 
+/// Resident set size of `pid` in bytes, from `proc_pidinfo` (macOS).
+#[cfg(target_os = "macos")]
+pub fn rss_bytes(pid: i32) -> Option<u64> {
+    // SAFETY: proc_taskinfo is plain old data; zeroed is a valid value.
+    let mut info: libc::proc_taskinfo = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::proc_taskinfo>() as libc::c_int;
+    // SAFETY: `info` is valid and writable for `size` bytes.
+    let n = unsafe {
+        libc::proc_pidinfo(
+            pid,
+            libc::PROC_PIDTASKINFO,
+            0,
+            &mut info as *mut libc::proc_taskinfo as *mut libc::c_void,
+            size,
+        )
+    };
+    (n == size).then_some(info.pti_resident_size)
+}
+
 /// Resident set size of `pid` in bytes, from /proc.
+#[cfg(not(target_os = "macos"))]
 pub fn rss_bytes(pid: i32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
     let pages: u64 = s.split_whitespace().nth(1)?.parse().ok()?;

@@ -102,12 +102,7 @@ pub fn file_id(fd: RawFd) -> (u64, u64) {
 
 /// A pipe: `(read end, write end)`, both close-on-exec.
 pub fn pipe() -> (OwnedFd, OwnedFd) {
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: `fds` is a writable array of two ints.
-    let r = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
-    assert_eq!(r, 0, "pipe2: {}", io::Error::last_os_error());
-    // SAFETY: pipe2 succeeded; both fds are new and owned by nobody else.
-    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+    sys::pipe().expect("pipe")
 }
 
 /// A plain `dup` of `fd`, deliberately *without* close-on-exec, so that a

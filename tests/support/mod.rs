@@ -1,4 +1,4 @@
-//! A fake worker for reactor tests: a real process (for the pidfd) whose
+//! A fake worker for reactor tests: a real process (for the process) whose
 //! channel end the test holds and drives frame by frame, plus a reactor whose
 //! events land in a channel.
 #![allow(dead_code)] // each test binary uses its own subset
@@ -10,13 +10,14 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use rcluster::channel::{Channel, Inbox, Incoming, Read};
 use rcluster::frame::{self, Kind};
+use rcluster::process::Process;
 use rcluster::reactor::{Config, Event, Reactor};
 use rcluster::spawn::{self, SpawnOptions, Stdio};
 
 pub struct FakeWorker {
     pub ch: Channel,
     pub inbox: Inbox,
-    pub pidfd: Arc<OwnedFd>,
+    pub process: Arc<Process>,
 }
 
 /// A listen reply.
@@ -28,7 +29,7 @@ pub struct Reply {
 }
 
 impl FakeWorker {
-    /// Spawns `sleep 30` for the pidfd and adds it as worker `id` in `slot`.
+    /// Spawns `sleep 30` for the process and adds it as worker `id` in `slot`.
     pub fn start(reactor: &Reactor, id: u32, slot: u32) -> FakeWorker {
         let (primary, theirs) = Channel::pair().unwrap();
         let opts = SpawnOptions {
@@ -38,12 +39,12 @@ impl FakeWorker {
             ..Default::default()
         };
         let s = spawn::spawn(&opts, None).unwrap();
-        let pidfd = Arc::new(s.pidfd);
-        reactor.add_worker(id, slot, Arc::new(primary), pidfd.clone());
+        let process = Arc::new(s.process);
+        reactor.add_worker(id, slot, Arc::new(primary), process.clone());
         FakeWorker {
             ch: Channel::new(theirs).unwrap(),
             inbox: Inbox::default(),
-            pidfd,
+            process,
         }
     }
 
@@ -122,7 +123,7 @@ impl FakeWorker {
     }
 
     pub fn kill(&self) {
-        let _ = spawn::signal(&self.pidfd, libc::SIGKILL);
+        let _ = spawn::signal(&self.process, libc::SIGKILL);
     }
 }
 
