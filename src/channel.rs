@@ -112,8 +112,12 @@ impl Channel {
     pub fn new(fd: OwnedFd) -> io::Result<Channel> {
         sys::set_nonblocking(fd.as_raw_fd(), true)?;
         sys::no_sigpipe(fd.as_raw_fd())?;
+        let stream = sys::is_stream(fd.as_raw_fd())?;
+        if stream && cfg!(not(target_os = "linux")) {
+            sys::grow_buffers(fd.as_raw_fd(), 256 * 1024);
+        }
         Ok(Channel {
-            stream: sys::is_stream(fd.as_raw_fd())?,
+            stream,
             fd,
             out: Mutex::new(Outbox::default()),
             next_message: AtomicU64::new(1),

@@ -121,6 +121,24 @@ pub fn no_sigpipe(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// Asks for socket buffers of at least `bytes` each way (best effort: the
+/// kernel may cap it). macOS gives unix stream sockets 8 KiB by default.
+pub fn grow_buffers(fd: RawFd, bytes: usize) {
+    let size = bytes.min(libc::c_int::MAX as usize) as libc::c_int;
+    for opt in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
+        // SAFETY: setsockopt reads one int from a valid pointer.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                &size as *const libc::c_int as *const libc::c_void,
+                mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+}
+
 #[cfg(target_os = "linux")]
 const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
 #[cfg(not(target_os = "linux"))]
