@@ -69,6 +69,8 @@ class WorkerProcess extends EventEmitter {
   kill(sig) {
     const num = sig === 0 ? 0 : signalNumber(sig);
     if (this.exitCode !== null || this.signalCode !== null || this.pid === undefined) return false;
+    // Messages batched by send() are written before the signal (see lib/ipc.js).
+    if (typeof this[ipc.kFlush] === 'function') this[ipc.kFlush]();
     try {
       this._native.kill(this._id, num);
     } catch (err) {

@@ -20,4 +20,5 @@ module.exports = Object.freeze({
 
   FLAG_ADVANCED: 0x04,
   FLAG_HANDLE: 0x10,
+  FLAG_BATCH: 0x20,
 });

@@ -8,10 +8,20 @@
 const serialize = require('./serialize');
 const errors = require('./errors');
 const handles = require('./handles');
-const { FLAG_HANDLE } = require('./frames');
+const { FLAG_HANDLE, FLAG_BATCH } = require('./frames');
 
 const kPending = Symbol('rcluster.pendingMessages');
 const kKeepAlive = Symbol('rcluster.keepAlive');
+const kFlush = Symbol('rcluster.flush');
+/** A batch is written once it holds this many bytes of JSON. */
+const BATCH_BYTES = 32 * 1024;
+
+// Batches not written yet, written at the latest when the process exits.
+const unflushed = new Set();
+let exitHook = false;
+function flushAll() {
+  for (const flush of [...unflushed]) flush();
+}
 const HIGH_WATER = 65536 * 2;
 const TIMEOUT_MAX = 2 ** 31 - 1;
 const INTERNAL_PREFIX = 'NODE_';
@@ -35,12 +45,59 @@ function writeError(err) {
   return ex;
 }
 
+/** Reports a write's outcome to one message's callback, or as 'error'. */
+function settle(target, callback, swallow, err) {
+  if (err === null) {
+    if (typeof callback === 'function') process.nextTick(callback, null);
+    return;
+  }
+  if (swallow) return;
+  const ex = writeError(err);
+  if (typeof callback === 'function') process.nextTick(callback, ex);
+  else process.nextTick(() => target.emit('error', ex));
+}
+
 /**
  * Adds IPC methods to `target` (an EventEmitter).
- * `io` = { write(buf, flags, fd) -> queuedBytes, close(), advanced }
+ * `io` = { write(buf, flags, fd) -> queuedBytes, close(), advanced, onMessage(message)? }
+ *
+ * The first message of a synchronous stretch of code is written at once, as
+ * Node does (so `send(x)` followed by a long computation still delivers x).
+ * The JSON messages without a handle that follow it in the same stretch
+ * travel as one frame (`FLAG_BATCH`: the texts joined by '\n'), written by a
+ * microtask at the end of the stretch, at 32 KiB, or before anything else
+ * goes out (a handle, `disconnect()`, the process exiting, and every other
+ * frame the caller sends after calling `target[kFlush]()`). Order is kept;
+ * each message's callback and errors are reported as for a write of its own.
  */
 function setupChannel(target, io) {
   target.connected = true;
+  let batch = null; // { texts, bytes, settles: [[callback, swallow]] }
+  let queued = 0; // what the native side had queued after the last write
+  let stretch = false; // a message went out in this synchronous stretch
+  const endStretch = () => {
+    stretch = false;
+  };
+
+  function flush() {
+    const b = batch;
+    if (b === null) return;
+    batch = null;
+    unflushed.delete(flush);
+    const data = Buffer.from(b.texts.length === 1 ? b.texts[0] : b.texts.join('\n'), 'utf8');
+    let err = null;
+    try {
+      queued = io.write(data, FLAG_BATCH, undefined);
+    } catch (e) {
+      err = e;
+    }
+    for (const [callback, swallow] of b.settles) settle(target, callback, swallow, err);
+  }
+  target[kFlush] = flush;
+  if (!exitHook) {
+    exitHook = true;
+    process.on('exit', flushAll);
+  }
   target[kPending] = [];
   let keepAlive = null;
   let refed = true;
@@ -97,6 +154,26 @@ function setupChannel(target, io) {
     serialize.validate(message);
     if (typeof options === 'boolean') options = { swallowErrors: options };
     else if (options === undefined || options === null) options = {};
+    if (!handle && !io.advanced && stretch) {
+      const text = JSON.stringify(message);
+      if (batch === null) {
+        batch = { texts: [], bytes: 0, settles: [] };
+        unflushed.add(flush);
+        queueMicrotask(flush);
+      }
+      batch.texts.push(text);
+      batch.bytes += text.length;
+      batch.settles.push([callback, !!options.swallowErrors]);
+      if (io.onMessage) io.onMessage(message);
+      const size = batch === null ? 0 : batch.bytes;
+      if (size >= BATCH_BYTES) flush();
+      return queued + size < HIGH_WATER;
+    }
+    flush();
+    if (!stretch) {
+      stretch = true;
+      queueMicrotask(endStretch);
+    }
     let fd;
     let info = null;
     if (handle) {
@@ -109,19 +186,14 @@ function setupChannel(target, io) {
       }
     }
     const [data, flags] = serialize.encode(message, io.advanced);
-    let queued;
     try {
       queued = io.write(data, flags | (info ? FLAG_HANDLE : 0), fd);
     } catch (err) {
-      if (!options.swallowErrors) {
-        const ex = writeError(err);
-        if (typeof callback === 'function') process.nextTick(callback, ex);
-        else process.nextTick(() => this.emit('error', ex));
-      }
+      settle(this, callback, !!options.swallowErrors, err);
       return true; // Node: the (unchanged) write queue is below the high-water mark.
     }
     if (info && info.type === 'net.Socket' && !options.keepOpen) handles.detachSent(handle);
-    if (typeof callback === 'function') process.nextTick(callback, null);
+    settle(this, callback, false, null);
     return queued < HIGH_WATER;
   };
 
@@ -130,6 +202,7 @@ function setupChannel(target, io) {
       this.emit('error', errors.disconnected());
       return;
     }
+    flush();
     this.connected = false;
     unref();
     io.close();
@@ -163,6 +236,11 @@ function dispatch(target, message, handle) {
 
 /** Delivers a received frame's message, and its handle if one came with it. */
 function deliver(target, data, flags, fd) {
+  if (flags & FLAG_BATCH) {
+    const text = typeof data === 'string' ? data : data.toString('utf8');
+    for (const part of text.split('\n')) dispatch(target, JSON.parse(part), undefined);
+    return;
+  }
   let message;
   try {
     message = serialize.decode(data, flags);
@@ -183,4 +261,4 @@ function deliver(target, data, flags, fd) {
   dispatch(target, message, undefined);
 }
 
-module.exports = { setupChannel, markDisconnected, deliver, isInternal, kKeepAlive };
+module.exports = { setupChannel, markDisconnected, deliver, isInternal, kKeepAlive, kFlush };

@@ -729,7 +729,11 @@ cluster.disconnect = function disconnect(cb) {
 Worker.prototype.disconnect = function disconnect() {
   this.exitedAfterDisconnect = true;
   if (core !== null) core.onPurpose(this.id);
-  if (core !== null && this.isConnected()) core.disconnect(this.id);
+  if (core !== null && this.isConnected()) {
+    // Messages batched by send() go first (see lib/ipc.js).
+    if (typeof this.process[ipc.kFlush] === 'function') this.process[ipc.kFlush]();
+    core.disconnect(this.id);
+  }
   removeWorker(this);
   return this;
 };

@@ -30,8 +30,14 @@ const requests = new Map(); // request id -> callback(reply, fd)
 const indexes = new Map(); // indexesKey -> { nextIndex, set }
 let nextRequest = 1;
 
+/** Writes the messages batched so far (see lib/ipc.js), to keep order. */
+function flushMessages() {
+  if (typeof process[ipc.kFlush] === 'function') process[ipc.kFlush]();
+}
+
 function sendFrame(kind, payload, id = 0) {
   if (chan === null) return;
+  flushMessages();
   try {
     chan.send(kind, 0, id, payload);
   } catch {
@@ -52,9 +58,16 @@ cluster._setupWorker = function setupWorker(cfg) {
     advanced: !!cfg.advanced,
     write: (data, flags, fd) => {
       const queued = chan.send(F.MESSAGE, flags, 0, data, fd);
-      // PM2's readiness signal, process.send('ready'), is also ours.
-      if (data.length < 16 && isReadyMessage(data, flags)) sendControl({ op: 'ready' });
+      // PM2's readiness signal, process.send('ready'), is also ours (batched
+      // messages are seen by onMessage instead).
+      if (!(flags & F.FLAG_BATCH) && data.length < 16 && isReadyMessage(data, flags)) {
+        sendControl({ op: 'ready' });
+      }
       return queued;
+    },
+    // A batched 'ready' (see lib/ipc.js): the control frame flushes it first.
+    onMessage: (message) => {
+      if (message === 'ready') sendControl({ op: 'ready' });
     },
     close: () => chan.close(),
   });
@@ -126,6 +139,7 @@ function relay(target, message, callback) {
   head.writeUInt32LE(target >>> 0, 0);
   head.writeUInt32LE(seq, 4);
   try {
+    flushMessages();
     chan.send(F.RELAY, flags, 0, Buffer.concat([head, data]));
   } catch (err) {
     relayCallbacks.delete(seq);

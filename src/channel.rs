@@ -308,6 +308,11 @@ impl Channel {
             out.bytes += p.len();
             out.queue.push_back(p);
         }
+        if !was_empty {
+            // Output already waits for the socket, and whoever polls it knows
+            // (see `set_waker`): trying now would only fail again.
+            return Ok(Flush::Pending);
+        }
         let r = self.flush_locked(&mut out);
         if was_empty && matches!(r, Ok(Flush::Pending)) {
             if let Some(w) = self.waker.get() {
@@ -327,17 +332,22 @@ impl Channel {
         if self.stream {
             return self.flush_stream(out);
         }
-        while let Some(p) = out.queue.front() {
-            let iov = [
-                IoSlice::new(&p.header),
-                IoSlice::new(&p.data[p.start..p.end]),
-            ];
-            let pass = p.fd.as_ref().map(PassFd::raw);
-            match sys::send_packet(self.fd.as_raw_fd(), &iov, pass) {
-                Ok(_) => {
-                    let p = out.queue.pop_front().expect("front exists");
-                    out.bytes -= p.len();
-                    // The fd (our copy) is closed here: the receiver has its own.
+        while !out.queue.is_empty() {
+            let sent = if out.queue.len() == 1 {
+                let (iov, pass) = iov_of(&out.queue[0]);
+                sys::send_packet(self.fd.as_raw_fd(), &iov, pass).map(|_| 1)
+            } else {
+                // Several packets per system call once output has queued up.
+                let batch: Vec<_> = out.queue.iter().take(MAX_GATHER).map(iov_of).collect();
+                sys::send_packets(self.fd.as_raw_fd(), &batch)
+            };
+            match sent {
+                Ok(n) => {
+                    for _ in 0..n {
+                        let p = out.queue.pop_front().expect("sent packets were queued");
+                        out.bytes -= p.len();
+                        // The fd (our copy) is closed here: the receiver has its own.
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flush::Pending),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -410,6 +420,17 @@ impl Channel {
     }
 }
 
+/// A packet's iovecs (header and payload) and the fd riding on it.
+fn iov_of(p: &Packet) -> ([IoSlice<'_>; 2], Option<RawFd>) {
+    (
+        [
+            IoSlice::new(&p.header),
+            IoSlice::new(&p.data[p.start..p.end]),
+        ],
+        p.fd.as_ref().map(PassFd::raw),
+    )
+}
+
 fn make_packet(
     kind: Kind,
     flags: u8,
@@ -467,7 +488,21 @@ pub struct Inbox {
     partial: Option<Partial>,
     max_message: usize,
     stream: StreamIn,
+    /// Seqpacket mode: packets received by the last `recvmmsg`, packet `i`
+    /// in `buf[i * MAX_PACKET..]`, and the next one to decode.
+    batch: Vec<sys::Received>,
+    next: usize,
+    /// The last `recvmmsg` found the socket empty (it returned fewer packets
+    /// than it could take): once `batch` is used up, the next read reports
+    /// `Empty` without asking the kernel again. Poll loops are
+    /// level-triggered, so a packet that arrives meanwhile wakes them.
+    drained: bool,
 }
+
+/// Most packets taken from a seqpacket channel with one system call. The
+/// buffer is `BATCH * MAX_PACKET` bytes of address space, of which only what
+/// packets actually fill is ever touched.
+const BATCH: usize = 16;
 
 /// Most fds a stream reader holds that no frame has claimed yet.
 const MAX_UNCLAIMED_FDS: usize = 64;
@@ -537,7 +572,17 @@ impl Inbox {
             partial: None,
             max_message,
             stream: StreamIn::default(),
+            batch: Vec::new(),
+            next: 0,
+            drained: false,
         }
+    }
+
+    /// Forgets that the socket was last found empty: the next read asks the
+    /// kernel. For a caller that stopped reading before `Empty` and must now
+    /// read everything (a worker's last frames after it exited).
+    pub fn rearm(&mut self) {
+        self.drained = false;
     }
 
     /// Reads and decodes one packet from `ch`. On `Err` the channel must be
@@ -549,35 +594,63 @@ impl Inbox {
                 self.stream.fds.clear();
             });
         }
-        if self.buf.len() < MAX_PACKET {
-            self.buf = vec![0u8; MAX_PACKET];
+        if self.next == self.batch.len() {
+            self.batch.clear();
+            self.next = 0;
+            if std::mem::take(&mut self.drained) {
+                return Ok(Read::Empty);
+            }
+            if self.buf.len() < BATCH * MAX_PACKET {
+                self.buf = vec![0u8; BATCH * MAX_PACKET];
+            }
+            match sys::recv_packets(ch.as_raw_fd(), &mut self.buf, MAX_PACKET, &mut self.batch) {
+                Ok(0) => return Ok(Read::Empty),
+                Ok(n) => self.drained = n < BATCH && cfg!(target_os = "linux"),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(Read::Partial),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(Read::Eof),
+                Err(e) => return Err(ReadError::Io(e)),
+            }
         }
-        let r = match ch.recv_raw(&mut self.buf) {
-            Ok(None) => return Ok(Read::Empty),
-            Ok(Some(r)) => r,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(Read::Partial),
-            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(Read::Eof),
-            Err(e) => return Err(ReadError::Io(e)),
-        };
+        let at = self.next * MAX_PACKET;
+        let r = std::mem::replace(
+            &mut self.batch[self.next],
+            sys::Received {
+                len: 0,
+                fds: Vec::new(),
+                truncated: false,
+            },
+        );
+        self.next += 1;
         if r.len == 0 && r.fds.is_empty() && !r.truncated {
             // recvmsg returns 0 both at end of file and for an empty packet
             // from a live peer. Only a hung-up peer is end of file; an empty
             // packet is a short frame like any other.
             if sys::peer_hung_up(ch.as_raw_fd()) {
+                self.batch.clear();
+                self.next = 0;
                 return Ok(Read::Eof);
             }
-            self.partial = None;
+            self.fail();
             return Err(ReadError::Frame(FrameError::Short(0)));
         }
         if r.truncated {
-            self.partial = None;
+            self.fail();
             return Err(ReadError::Frame(FrameError::Truncated));
         }
-        let packet = &self.buf[..r.len];
+        let packet = &self.buf[at..at + r.len];
         decode(&mut self.partial, self.max_message, packet, r.fds).map_err(|e| {
-            self.partial = None;
+            self.fail();
             ReadError::Frame(e)
         })
+    }
+
+    /// After a bad frame: forgets the message in progress and closes every
+    /// fd received with packets not decoded yet.
+    fn fail(&mut self) {
+        self.partial = None;
+        self.batch.clear();
+        self.next = 0;
+        self.drained = false;
     }
 
     /// Stream mode: decodes the next whole frame in the buffer, reading more

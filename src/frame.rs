@@ -36,9 +36,13 @@ pub const FLAG_ADVANCED: u8 = 0x04;
 pub const FLAG_REJECTED: u8 = 0x08;
 /// The message carries a handle (the fd travels with its first chunk).
 pub const FLAG_HANDLE: u8 = 0x10;
+/// The message is several JSON texts joined by `\n` (one synchronous stretch
+/// of `send()` calls, coalesced by the sender; JSON never contains a raw `\n`).
+pub const FLAG_BATCH: u8 = 0x20;
 
 /// Every flag bit defined; a frame with any other bit set is refused.
-pub const KNOWN_FLAGS: u8 = FLAG_MORE | FLAG_CONT | FLAG_ADVANCED | FLAG_REJECTED | FLAG_HANDLE;
+pub const KNOWN_FLAGS: u8 =
+    FLAG_MORE | FLAG_CONT | FLAG_ADVANCED | FLAG_REJECTED | FLAG_HANDLE | FLAG_BATCH;
 
 /// What a frame is.
 #[repr(u8)]

@@ -733,7 +733,11 @@ impl Loop {
             Kind::Relay => self.relay(id, f.flags, &f.payload),
             Kind::Message => {
                 if let Some(w) = self.workers.get_mut(&id) {
-                    w.messages += 1;
+                    w.messages += if f.flags & frame::FLAG_BATCH != 0 {
+                        1 + f.payload.iter().filter(|&&b| b == b'\n').count() as u64
+                    } else {
+                        1
+                    };
                 }
                 self.registry.backlog.add(id, f.payload.len());
                 self.events.push(Event::Message {
@@ -881,6 +885,9 @@ impl Loop {
         };
         // Everything the worker wrote before dying is delivered before
         // `exit`, however far behind JS is (it is finite now).
+        if let Some(w) = self.workers.get_mut(&id) {
+            w.inbox.rearm();
+        }
         self.reaping = true;
         self.channel_ready(id, poller::READABLE);
         self.reaping = false;

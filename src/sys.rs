@@ -215,6 +215,63 @@ pub fn send_packet(fd: RawFd, iov: &[IoSlice<'_>], pass: Option<RawFd>) -> io::R
     cvt_size(unsafe { libc::sendmsg(fd, &msg, SEND_FLAGS) })
 }
 
+/// Sends several packets with one `sendmmsg` call (Linux; elsewhere one
+/// [`send_packet`]): packet `i` is `packets[i].0` with at most one fd. Returns
+/// how many packets were sent; `WouldBlock` when not even the first fit.
+pub fn send_packets(fd: RawFd, packets: &[([IoSlice<'_>; 2], Option<RawFd>)]) -> io::Result<usize> {
+    #[cfg(target_os = "linux")]
+    {
+        const MAX: usize = 32;
+        #[repr(C)]
+        #[derive(Clone, Copy)]
+        union Cmsg {
+            _align: libc::cmsghdr,
+            buf: [u8; 32],
+        }
+        let n = packets.len().min(MAX);
+        if n == 0 {
+            return Ok(0);
+        }
+        let mut cbufs = [Cmsg { buf: [0; 32] }; MAX];
+        // SAFETY: mmsghdr is plain old data; zeroed is a valid empty header.
+        let mut msgs: [libc::mmsghdr; MAX] = unsafe { mem::zeroed() };
+        for (i, (iov, pass)) in packets[..n].iter().enumerate() {
+            let h = &mut msgs[i].msg_hdr;
+            h.msg_iov = iov.as_ptr() as *mut libc::iovec;
+            h.msg_iovlen = iov.len() as _;
+            if let Some(pfd) = pass {
+                // SAFETY: CMSG_SPACE(4) is 24 on 64-bit, within the 32-byte
+                // buffer that msg_control/msg_controllen describe, so
+                // CMSG_FIRSTHDR is non-null and CMSG_DATA has room for one fd.
+                unsafe {
+                    let space = libc::CMSG_SPACE(mem::size_of::<RawFd>() as u32) as usize;
+                    h.msg_control = cbufs[i].buf.as_mut_ptr() as *mut libc::c_void;
+                    h.msg_controllen = space as _;
+                    let cmsg = libc::CMSG_FIRSTHDR(h);
+                    (*cmsg).cmsg_level = libc::SOL_SOCKET;
+                    (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+                    (*cmsg).cmsg_len = libc::CMSG_LEN(mem::size_of::<RawFd>() as u32) as _;
+                    std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut RawFd, *pfd);
+                }
+            }
+        }
+        // SAFETY: `msgs[..n]` point at the callers' iovecs (IoSlice is
+        // ABI-compatible with iovec) and at `cbufs`, all alive for the call.
+        let r = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), n as libc::c_uint, SEND_FLAGS) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(r as usize)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        match packets.first() {
+            Some((iov, pass)) => send_packet(fd, iov, *pass).map(|_| 1),
+            None => Ok(0),
+        }
+    }
+}
+
 /// One received packet.
 #[derive(Debug)]
 pub struct Received {
@@ -264,12 +321,112 @@ pub fn recv_packet(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<Received>> {
         }
         return Err(e);
     }
+    let fds = take_fds(&msg);
+    let truncated = msg.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0;
+    Ok(Some(Received {
+        len: n as usize,
+        fds,
+        truncated,
+    }))
+}
+
+/// Receives up to `slots` packets with one `recvmmsg` call, packet `i` into
+/// `buf[i * slot_len..(i + 1) * slot_len]`, appending them to `out` in order.
+/// Returns how many arrived (0: nothing waiting). Linux only; elsewhere it
+/// receives one packet with [`recv_packet`].
+///
+/// Every fd the kernel installed is returned as `OwnedFd`, as with
+/// [`recv_packet`]. At end of file each slot holds a 0-byte packet.
+pub fn recv_packets(
+    fd: RawFd,
+    buf: &mut [u8],
+    slot_len: usize,
+    out: &mut Vec<Received>,
+) -> io::Result<usize> {
+    #[cfg(target_os = "linux")]
+    {
+        const MAX_SLOTS: usize = 64;
+        #[repr(C)]
+        #[derive(Clone, Copy)]
+        union Cmsg {
+            _align: libc::cmsghdr,
+            buf: [u8; 128],
+        }
+        let slots = (buf.len() / slot_len).min(MAX_SLOTS);
+        if slots == 0 {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        // SAFETY: pure arithmetic.
+        let space =
+            unsafe { libc::CMSG_SPACE((RECV_FD_SLOTS * mem::size_of::<RawFd>()) as u32) } as usize;
+        debug_assert!(space <= 128);
+        let mut cbufs = [Cmsg { buf: [0; 128] }; MAX_SLOTS];
+        let mut iovs: [libc::iovec; MAX_SLOTS] = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; MAX_SLOTS];
+        // SAFETY: mmsghdr is plain old data; zeroed is a valid empty header.
+        let mut msgs: [libc::mmsghdr; MAX_SLOTS] = unsafe { mem::zeroed() };
+        let base = buf.as_mut_ptr();
+        for i in 0..slots {
+            // SAFETY: slot `i` lies inside `buf` (i < buf.len() / slot_len).
+            iovs[i].iov_base = unsafe { base.add(i * slot_len) } as *mut libc::c_void;
+            iovs[i].iov_len = slot_len;
+            let h = &mut msgs[i].msg_hdr;
+            h.msg_iov = &mut iovs[i];
+            h.msg_iovlen = 1;
+            // SAFETY: taking the address of the union's byte view; the array is alive here.
+            h.msg_control = unsafe { cbufs[i].buf.as_mut_ptr() } as *mut libc::c_void;
+            h.msg_controllen = space as _;
+        }
+        // SAFETY: `msgs[..slots]` describe buffers (`buf` slices, `cbufs`) that
+        // are valid and writable for the call; a null timeout is allowed.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                msgs.as_mut_ptr(),
+                slots as libc::c_uint,
+                RECV_FLAGS,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::WouldBlock {
+                return Ok(0);
+            }
+            return Err(e);
+        }
+        for m in &msgs[..n as usize] {
+            let fds = take_fds(&m.msg_hdr);
+            out.push(Received {
+                len: m.msg_len as usize,
+                fds,
+                truncated: m.msg_hdr.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0,
+            });
+        }
+        Ok(n as usize)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        match recv_packet(fd, &mut buf[..slot_len])? {
+            Some(r) => {
+                out.push(r);
+                Ok(1)
+            }
+            None => Ok(0),
+        }
+    }
+}
+
+/// Takes ownership of every fd in `msg`'s `SCM_RIGHTS` control data.
+fn take_fds(msg: &libc::msghdr) -> Vec<OwnedFd> {
     let mut fds = Vec::new();
     // SAFETY: the kernel filled msg_control/msg_controllen; CMSG_FIRSTHDR/NXTHDR
     // walk only within that range, and CMSG_DATA of an SCM_RIGHTS header holds
     // (cmsg_len - CMSG_LEN(0)) / 4 ints, each a new fd installed in our table.
     unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        let mut cmsg = libc::CMSG_FIRSTHDR(msg);
         while !cmsg.is_null() {
             if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
                 let data = libc::CMSG_DATA(cmsg) as *const RawFd;
@@ -279,7 +436,7 @@ pub fn recv_packet(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<Received>> {
                     fds.push(OwnedFd::from_raw_fd(raw));
                 }
             }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+            cmsg = libc::CMSG_NXTHDR(msg, cmsg);
         }
     }
     if cfg!(not(target_os = "linux")) {
@@ -288,12 +445,7 @@ pub fn recv_packet(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<Received>> {
             let _ = set_cloexec(f.as_raw_fd(), true);
         }
     }
-    let truncated = msg.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0;
-    Ok(Some(Received {
-        len: n as usize,
-        fds,
-        truncated,
-    }))
+    fds
 }
 
 /// Whether the peer of the connected socket `fd` has hung up or shut down its

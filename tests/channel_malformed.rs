@@ -99,7 +99,7 @@ fn case(i: usize) -> Case {
             )
         }
         2 => {
-            let flags = (0x20u8 << (p % 3)) | (p as u8 & 0x1f);
+            let flags = (0x40u8 << (p % 2)) | (p as u8 & 0x3f);
             let fds = p % 2;
             let kind = if fds == 1 {
                 Kind::Message
@@ -462,6 +462,8 @@ fn zero_length_packet_from_the_peer() {
         // A real hang-up is end of file, also after an empty packet.
         sys::send_packet(a.as_raw_fd(), &[], None).unwrap();
         drop(a);
+        // The last read found the socket empty; a poll loop would be woken.
+        inbox.rearm();
         assert!(matches!(inbox.read(&b).unwrap(), Read::Eof));
         assert!(matches!(inbox.read(&b).unwrap(), Read::Eof));
     }
