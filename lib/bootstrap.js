@@ -53,6 +53,7 @@ if (raw !== undefined && globalThis[GLOBAL] === undefined && isMainThread) {
       break;
     }
   }
+  if (typeof cfg.addon === 'string') require('./addon-path').value = cfg.addon;
   const cluster = require('./worker');
   globalThis[GLOBAL] = cluster;
   dropPrivileges(cfg);

@@ -14,4 +14,21 @@ if (!SUPPORTED.includes(process.platform)) {
   throw err;
 }
 
-module.exports = require('../binding.js');
+const preset = require('./addon-path');
+
+function load() {
+  if (preset.value !== undefined) {
+    try {
+      return require(preset.value);
+    } catch {
+      // Moved or unloadable: the usual detection below.
+    }
+  }
+  const binding = require('../binding.js');
+  const mod = require.cache[require.resolve('../binding.js')];
+  const addon = mod && mod.children.find((c) => c.filename.endsWith('.node'));
+  if (addon) preset.value = addon.filename;
+  return binding;
+}
+
+module.exports = load();

@@ -315,6 +315,7 @@ function createWorkerProcess(id, env, overrides, agent = false) {
     policy: POLICY_NAMES.get(schedulingPolicy),
     reusePortHold: reusePortHold(settings),
     bootstrap: BOOTSTRAP,
+    addon: require('./addon-path').value,
     retireOnUncaughtException: !!({ ...settings, ...overrides }).retireOnUncaughtException,
     agent,
     // The agent is ready once its script ran, unless it says so itself.

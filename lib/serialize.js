@@ -4,7 +4,6 @@
 // serialization (`serialization: 'advanced'`). Errors surface exactly where
 // Node raises them: synchronously from `send()`.
 
-const v8 = require('v8');
 const errors = require('./errors');
 const { FLAG_ADVANCED } = require('./frames');
 
@@ -18,13 +17,13 @@ function validate(message) {
 
 /** Encodes `message`; returns `[buffer, flags]`. Throws like Node on bad input. */
 function encode(message, advanced) {
-  if (advanced) return [v8.serialize(message), FLAG_ADVANCED];
+  if (advanced) return [require('v8').serialize(message), FLAG_ADVANCED];
   return [Buffer.from(JSON.stringify(message), 'utf8'), 0];
 }
 
 /** Decodes a received payload (a Buffer, or already text for JSON). */
 function decode(data, flags) {
-  if (flags & FLAG_ADVANCED) return v8.deserialize(data);
+  if (flags & FLAG_ADVANCED) return require('v8').deserialize(data);
   return JSON.parse(typeof data === 'string' ? data : data.toString('utf8'));
 }
 
