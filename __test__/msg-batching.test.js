@@ -55,6 +55,11 @@ test("readiness by process.send('ready') inside a batch", { timeout: 30000 }, as
   assert.deepStrictEqual(exit.got, ['one', 'ready', 'two']);
 });
 
+test('worker to worker: 3,000 sendTo() messages in one stretch arrive in order', { timeout: 30000 }, async () => {
+  const { exit } = await finish('relay');
+  assert.deepStrictEqual({ n: exit.n, ordered: exit.ordered, from: exit.from }, { n: 3000, ordered: true, from: 1 });
+});
+
 test('primary to worker: 5,000 messages in one stretch arrive in order', { timeout: 30000 }, async () => {
   const { exit } = await finish('to-worker');
   assert.deepStrictEqual(exit.got, [{ n: 5000, ordered: true }]);

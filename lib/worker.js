@@ -33,6 +33,7 @@ let nextRequest = 1;
 /** Writes the messages batched so far (see lib/ipc.js), to keep order. */
 function flushMessages() {
   if (typeof process[ipc.kFlush] === 'function') process[ipc.kFlush]();
+  flushRelays();
 }
 
 function sendFrame(kind, payload, id = 0) {
@@ -73,6 +74,7 @@ cluster._setupWorker = function setupWorker(cfg) {
   });
   const worker = new Worker({ id: cfg.id, process, state: 'online' });
   cluster.worker = worker;
+  process.on('exit', flushRelays);
   process.once('disconnect', () => {
     worker.emit('disconnect');
     if (!worker.exitedAfterDisconnect) {
@@ -115,6 +117,37 @@ const AGENT = 0xffffffff;
 const relayCallbacks = new Map();
 let relaySeq = 0;
 
+// As with process.send() (lib/ipc.js): the first sendTo() of a synchronous
+// stretch is written at once; the JSON ones without a callback that follow
+// it to the same target share one frame (FLAG_BATCH), which the reactor
+// forwards whole.
+let relayStretch = false;
+let relayBatch = null; // { target, texts, bytes }
+
+function endRelayStretch() {
+  relayStretch = false;
+  flushRelays();
+}
+
+function relayFrame(target, seq, flags, data) {
+  const head = Buffer.allocUnsafe(8);
+  head.writeUInt32LE(target >>> 0, 0);
+  head.writeUInt32LE(seq, 4);
+  chan.send(F.RELAY, flags, 0, Buffer.concat([head, data]));
+}
+
+function flushRelays() {
+  const b = relayBatch;
+  if (b === null) return;
+  relayBatch = null;
+  try {
+    relayFrame(b.target, 0, F.FLAG_BATCH, Buffer.from(b.texts.join('\n'), 'utf8'));
+  } catch {
+    const ex = errors.channelClosed();
+    process.nextTick(() => cluster.worker.emit('error', ex));
+  }
+}
+
 function relayTarget(target) {
   if (target === 'agent') return AGENT;
   if (Number.isInteger(target) && target > 0 && target < AGENT) return target;
@@ -127,6 +160,20 @@ function relay(target, message, callback) {
     throw errors.invalidArgType('callback', ['function'], callback);
   }
   serialize.validate(message);
+  if (relayStretch && !callback && !config.advanced && chan !== null &&
+      (relayBatch === null || relayBatch.target === target)) {
+    const text = JSON.stringify(message);
+    if (relayBatch === null) relayBatch = { target, texts: [], bytes: 0 };
+    relayBatch.texts.push(text);
+    relayBatch.bytes += text.length;
+    if (relayBatch.bytes >= 32 * 1024) flushRelays();
+    return true;
+  }
+  flushRelays();
+  if (!relayStretch) {
+    relayStretch = true;
+    queueMicrotask(endRelayStretch);
+  }
   const [data, flags] = serialize.encode(message, !!config.advanced);
   // Sequence 0: no callback, the reactor answers only on failure.
   let seq = 0;
@@ -135,12 +182,9 @@ function relay(target, message, callback) {
     seq = relaySeq;
     relayCallbacks.set(seq, callback);
   }
-  const head = Buffer.allocUnsafe(8);
-  head.writeUInt32LE(target >>> 0, 0);
-  head.writeUInt32LE(seq, 4);
   try {
     flushMessages();
-    chan.send(F.RELAY, flags, 0, Buffer.concat([head, data]));
+    relayFrame(target, seq, flags, data);
   } catch (err) {
     relayCallbacks.delete(seq);
     const ex = errors.channelClosed();
@@ -164,8 +208,15 @@ function relayed(msg) {
 
 function onRelay(f) {
   const from = f.data.readUInt32LE(0);
+  const sender = from === AGENT ? 'agent' : from;
+  if (f.flags & F.FLAG_BATCH) {
+    for (const text of f.data.toString('utf8', 8).split('\n')) {
+      cluster.worker.emit('workerMessage', JSON.parse(text), sender);
+    }
+    return;
+  }
   const message = serialize.decode(f.data.subarray(8), f.flags);
-  cluster.worker.emit('workerMessage', message, from === AGENT ? 'agent' : from);
+  cluster.worker.emit('workerMessage', message, sender);
 }
 
 /** Sends `message` to worker `target` (an id, or 'agent'); `callback(err, delivered)`. */
