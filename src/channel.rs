@@ -75,6 +75,16 @@ struct Outbox {
     closed: bool,
 }
 
+impl Outbox {
+    /// Refuses further sends and drops what waits (and the fds in it).
+    fn close(&mut self) {
+        self.closed = true;
+        self.queue.clear();
+        self.bytes = 0;
+        self.sent = 0;
+    }
+}
+
 /// Most packets gathered into one write on a stream channel.
 const MAX_GATHER: usize = 64;
 /// Most bytes gathered into one write on a stream channel.
@@ -158,11 +168,7 @@ impl Channel {
     /// Marks the channel closed: later sends fail with `NotConnected` and the
     /// queue (and any fds in it) is dropped.
     pub fn close_output(&self) {
-        let mut out = self.out.lock();
-        out.closed = true;
-        out.queue.clear();
-        out.bytes = 0;
-        out.sent = 0;
+        self.out.lock().close();
     }
 
     /// Sends one control frame (payload up to [`MAX_PAYLOAD`]) with an optional fd.
@@ -352,9 +358,7 @@ impl Channel {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flush::Pending),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    out.closed = true;
-                    out.queue.clear();
-                    out.bytes = 0;
+                    out.close();
                     return Err(e);
                 }
             }
@@ -403,10 +407,7 @@ impl Channel {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flush::Pending),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    out.closed = true;
-                    out.queue.clear();
-                    out.bytes = 0;
-                    out.sent = 0;
+                    out.close();
                     return Err(e);
                 }
             }
