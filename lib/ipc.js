@@ -9,19 +9,11 @@ const serialize = require('./serialize');
 const errors = require('./errors');
 const handles = require('./handles');
 const { FLAG_HANDLE, FLAG_BATCH } = require('./frames');
+const { Batcher } = require('./batch');
 
 const kPending = Symbol('rcluster.pendingMessages');
 const kKeepAlive = Symbol('rcluster.keepAlive');
 const kFlush = Symbol('rcluster.flush');
-/** A batch is written once it holds this many bytes of JSON. */
-const BATCH_BYTES = 32 * 1024;
-
-// Batches not written yet, written at the latest when the process exits.
-const unflushed = new Set();
-let exitHook = false;
-function flushAll() {
-  for (const flush of [...unflushed]) flush();
-}
 const HIGH_WATER = 65536 * 2;
 const TIMEOUT_MAX = 2 ** 31 - 1;
 const INTERNAL_PREFIX = 'NODE_';
@@ -61,43 +53,26 @@ function settle(target, callback, swallow, err) {
  * Adds IPC methods to `target` (an EventEmitter).
  * `io` = { write(buf, flags, fd) -> queuedBytes, close(), advanced, onMessage(message)? }
  *
- * The first message of a synchronous stretch of code is written at once, as
- * Node does (so `send(x)` followed by a long computation still delivers x).
- * The JSON messages without a handle that follow it in the same stretch
- * travel as one frame (`FLAG_BATCH`: the texts joined by '\n'), written by a
- * microtask at the end of the stretch, at 32 KiB, or before anything else
- * goes out (a handle, `disconnect()`, the process exiting, and every other
- * frame the caller sends after calling `target[kFlush]()`). Order is kept;
- * each message's callback and errors are reported as for a write of its own.
+ * JSON messages without a handle are coalesced per synchronous stretch
+ * (lib/batch.js) into `FLAG_BATCH` frames; a handle, `disconnect()` and every
+ * other frame the caller sends after calling `target[kFlush]()` go after
+ * them. Each message's callback and errors are reported as for a write of
+ * its own.
  */
 function setupChannel(target, io) {
   target.connected = true;
-  let batch = null; // { texts, bytes, settles: [[callback, swallow]] }
   let queued = 0; // what the native side had queued after the last write
-  let stretch = false; // a message went out in this synchronous stretch
-  const endStretch = () => {
-    stretch = false;
-  };
-
-  function flush() {
-    const b = batch;
-    if (b === null) return;
-    batch = null;
-    unflushed.delete(flush);
-    const data = Buffer.from(b.texts.length === 1 ? b.texts[0] : b.texts.join('\n'), 'utf8');
+  const batcher = new Batcher((texts, settles) => {
     let err = null;
     try {
-      queued = io.write(data, FLAG_BATCH, undefined);
+      queued = io.write(Buffer.from(texts.join('\n'), 'utf8'), FLAG_BATCH, undefined);
     } catch (e) {
       err = e;
     }
-    for (const [callback, swallow] of b.settles) settle(target, callback, swallow, err);
-  }
+    for (const [callback, swallow] of settles) settle(target, callback, swallow, err);
+  });
+  const flush = () => batcher.flush();
   target[kFlush] = flush;
-  if (!exitHook) {
-    exitHook = true;
-    process.on('exit', flushAll);
-  }
   target[kPending] = [];
   let keepAlive = null;
   let refed = true;
@@ -154,26 +129,12 @@ function setupChannel(target, io) {
     serialize.validate(message);
     if (typeof options === 'boolean') options = { swallowErrors: options };
     else if (options === undefined || options === null) options = {};
-    if (!handle && !io.advanced && stretch) {
-      const text = JSON.stringify(message);
-      if (batch === null) {
-        batch = { texts: [], bytes: 0, settles: [] };
-        unflushed.add(flush);
-        queueMicrotask(flush);
-      }
-      batch.texts.push(text);
-      batch.bytes += text.length;
-      batch.settles.push([callback, !!options.swallowErrors]);
+    if (!handle && !io.advanced && batcher.accepts()) {
+      batcher.join(JSON.stringify(message), [callback, !!options.swallowErrors]);
       if (io.onMessage) io.onMessage(message);
-      const size = batch === null ? 0 : batch.bytes;
-      if (size >= BATCH_BYTES) flush();
-      return queued + size < HIGH_WATER;
+      return queued + batcher.waiting < HIGH_WATER;
     }
-    flush();
-    if (!stretch) {
-      stretch = true;
-      queueMicrotask(endStretch);
-    }
+    batcher.direct();
     let fd;
     let info = null;
     if (handle) {

@@ -15,6 +15,7 @@ const handles = require('./handles');
 const errors = require('./errors');
 const serialize = require('./serialize');
 const F = require('./frames');
+const { Batcher } = require('./batch');
 
 const cluster = new EventEmitter();
 cluster.isWorker = true;
@@ -74,7 +75,6 @@ cluster._setupWorker = function setupWorker(cfg) {
   });
   const worker = new Worker({ id: cfg.id, process, state: 'online' });
   cluster.worker = worker;
-  process.on('exit', flushRelays);
   process.once('disconnect', () => {
     worker.emit('disconnect');
     if (!worker.exitedAfterDisconnect) {
@@ -117,18 +117,6 @@ const AGENT = 0xffffffff;
 const relayCallbacks = new Map();
 let relaySeq = 0;
 
-// As with process.send() (lib/ipc.js): the first sendTo() of a synchronous
-// stretch is written at once; the JSON ones without a callback that follow
-// it to the same target share one frame (FLAG_BATCH), which the reactor
-// forwards whole.
-let relayStretch = false;
-let relayBatch = null; // { target, texts, bytes }
-
-function endRelayStretch() {
-  relayStretch = false;
-  flushRelays();
-}
-
 function relayFrame(target, seq, flags, data) {
   const head = Buffer.allocUnsafe(8);
   head.writeUInt32LE(target >>> 0, 0);
@@ -136,16 +124,20 @@ function relayFrame(target, seq, flags, data) {
   chan.send(F.RELAY, flags, 0, Buffer.concat([head, data]));
 }
 
-function flushRelays() {
-  const b = relayBatch;
-  if (b === null) return;
-  relayBatch = null;
+// As with process.send() (lib/batch.js): the JSON sendTo() calls without a
+// callback that follow the first one of a stretch to the same target share
+// one frame (FLAG_BATCH), which the reactor forwards whole.
+const relays = new Batcher((texts, extras, target) => {
   try {
-    relayFrame(b.target, 0, F.FLAG_BATCH, Buffer.from(b.texts.join('\n'), 'utf8'));
+    relayFrame(target, 0, F.FLAG_BATCH, Buffer.from(texts.join('\n'), 'utf8'));
   } catch {
     const ex = errors.channelClosed();
     process.nextTick(() => cluster.worker.emit('error', ex));
   }
+});
+
+function flushRelays() {
+  relays.flush();
 }
 
 function relayTarget(target) {
@@ -160,20 +152,11 @@ function relay(target, message, callback) {
     throw errors.invalidArgType('callback', ['function'], callback);
   }
   serialize.validate(message);
-  if (relayStretch && !callback && !config.advanced && chan !== null &&
-      (relayBatch === null || relayBatch.target === target)) {
-    const text = JSON.stringify(message);
-    if (relayBatch === null) relayBatch = { target, texts: [], bytes: 0 };
-    relayBatch.texts.push(text);
-    relayBatch.bytes += text.length;
-    if (relayBatch.bytes >= 32 * 1024) flushRelays();
+  if (!callback && !config.advanced && chan !== null && relays.accepts(target)) {
+    relays.join(JSON.stringify(message), undefined, target);
     return true;
   }
-  flushRelays();
-  if (!relayStretch) {
-    relayStretch = true;
-    queueMicrotask(endRelayStretch);
-  }
+  relays.direct();
   const [data, flags] = serialize.encode(message, !!config.advanced);
   // Sequence 0: no callback, the reactor answers only on failure.
   let seq = 0;

@@ -335,26 +335,14 @@ impl Channel {
     }
 
     fn flush_locked(&self, out: &mut Outbox) -> io::Result<Flush> {
-        if self.stream {
-            return self.flush_stream(out);
-        }
         while !out.queue.is_empty() {
-            let sent = if out.queue.len() == 1 {
-                let (iov, pass) = iov_of(&out.queue[0]);
-                sys::send_packet(self.fd.as_raw_fd(), &iov, pass).map(|_| 1)
+            let written = if self.stream {
+                self.write_stream(out)
             } else {
-                // Several packets per system call once output has queued up.
-                let batch: Vec<_> = out.queue.iter().take(MAX_GATHER).map(iov_of).collect();
-                sys::send_packets(self.fd.as_raw_fd(), &batch)
+                self.write_packets(out)
             };
-            match sent {
-                Ok(n) => {
-                    for _ in 0..n {
-                        let p = out.queue.pop_front().expect("sent packets were queued");
-                        out.bytes -= p.len();
-                        // The fd (our copy) is closed here: the receiver has its own.
-                    }
-                }
+            match written {
+                Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flush::Pending),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -366,53 +354,59 @@ impl Channel {
         Ok(Flush::Done)
     }
 
-    /// Stream mode: gathers packets into each write and resumes after a
-    /// partial one. A packet with an fd always starts a write.
-    fn flush_stream(&self, out: &mut Outbox) -> io::Result<Flush> {
-        while !out.queue.is_empty() {
-            let mut iov: Vec<IoSlice<'_>> = Vec::with_capacity(2 * MAX_GATHER);
-            let mut pass = None;
-            let mut bytes = 0;
-            for (i, p) in out.queue.iter().take(MAX_GATHER).enumerate() {
-                if i > 0 && (p.fd.is_some() || bytes >= MAX_GATHER_BYTES) {
-                    break;
-                }
-                let skip = if i == 0 { out.sent } else { 0 };
-                if skip == 0 {
-                    pass = pass.or_else(|| p.fd.as_ref().map(PassFd::raw));
-                }
-                if skip < HEADER_LEN {
-                    iov.push(IoSlice::new(&p.header[skip..]));
-                    iov.push(IoSlice::new(&p.data[p.start..p.end]));
-                } else {
-                    iov.push(IoSlice::new(&p.data[p.start + skip - HEADER_LEN..p.end]));
-                }
-                bytes += p.len() - skip;
-            }
-            match sys::send_packet(self.fd.as_raw_fd(), &iov, pass) {
-                Ok(mut n) => {
-                    drop(iov);
-                    while n > 0 {
-                        let rest = out.queue.front().expect("written bytes").len() - out.sent;
-                        if n < rest {
-                            out.sent += n;
-                            break;
-                        }
-                        n -= rest;
-                        out.sent = 0;
-                        let p = out.queue.pop_front().expect("front exists");
-                        out.bytes -= p.len();
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flush::Pending),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    out.close();
-                    return Err(e);
-                }
-            }
+    /// Seqpacket mode: one write of the front packet, or of several with one
+    /// system call once output has queued up; drops what was sent (the fds
+    /// riding on it are our copies: the receiver has its own).
+    fn write_packets(&self, out: &mut Outbox) -> io::Result<()> {
+        let n = if out.queue.len() == 1 {
+            // The usual case (a connection, a lone message): no allocation.
+            sys::send_packets(self.fd.as_raw_fd(), &[iov_of(&out.queue[0])])?
+        } else {
+            let batch: Vec<_> = out.queue.iter().take(MAX_GATHER).map(iov_of).collect();
+            sys::send_packets(self.fd.as_raw_fd(), &batch)?
+        };
+        for p in out.queue.drain(..n) {
+            out.bytes -= p.len();
         }
-        Ok(Flush::Done)
+        Ok(())
+    }
+
+    /// Stream mode: one write gathering packets from the front, resuming
+    /// after a partial one; a packet with an fd always starts a write.
+    fn write_stream(&self, out: &mut Outbox) -> io::Result<()> {
+        let mut iov: Vec<IoSlice<'_>> = Vec::with_capacity(2 * MAX_GATHER);
+        let mut pass = None;
+        let mut bytes = 0;
+        for (i, p) in out.queue.iter().take(MAX_GATHER).enumerate() {
+            if i > 0 && (p.fd.is_some() || bytes >= MAX_GATHER_BYTES) {
+                break;
+            }
+            let skip = if i == 0 { out.sent } else { 0 };
+            if skip == 0 {
+                pass = pass.or_else(|| p.fd.as_ref().map(PassFd::raw));
+            }
+            if skip < HEADER_LEN {
+                iov.push(IoSlice::new(&p.header[skip..]));
+                iov.push(IoSlice::new(&p.data[p.start..p.end]));
+            } else {
+                iov.push(IoSlice::new(&p.data[p.start + skip - HEADER_LEN..p.end]));
+            }
+            bytes += p.len() - skip;
+        }
+        let mut n = sys::send_packet(self.fd.as_raw_fd(), &iov, pass)?;
+        drop(iov);
+        while n > 0 {
+            let rest = out.queue.front().expect("written bytes").len() - out.sent;
+            if n < rest {
+                out.sent += n;
+                break;
+            }
+            n -= rest;
+            out.sent = 0;
+            let p = out.queue.pop_front().expect("front exists");
+            out.bytes -= p.len();
+        }
+        Ok(())
     }
 
     /// Receives one raw packet. `Ok(None)`: nothing waiting.

@@ -1,5 +1,6 @@
-//! The primary's reactor: one thread, one epoll set holding every listening
-//! socket, every worker channel and every worker process.
+//! The primary's reactor: one thread, one poller (epoll on Linux, `poll(2)`
+//! elsewhere) holding every listening socket, every worker channel and every
+//! worker process's exit fd (processes without one are polled).
 //!
 //! Connections never touch JavaScript here: the reactor accepts
 //! (`accept4(SOCK_CLOEXEC)`), picks the next worker of the listener that has
@@ -407,7 +408,10 @@ struct Loop {
     paused: Vec<u32>,
     /// When each paused worker was last warned about (one warning per 10 s).
     paused_warned: HashMap<u32, Instant>,
-    /// When processes without an exit fd were last polled.
+    /// Workers whose process has no exit fd (see [`Process::exit_fd`]):
+    /// polled every [`REAP_POLL`].
+    polled_exits: Vec<u32>,
+    /// When they were last polled.
     last_reap_poll: Instant,
     /// Reading a dead worker's last frames: never paused.
     reaping: bool,
@@ -444,6 +448,7 @@ impl Loop {
             registry,
             paused: Vec::new(),
             paused_warned: HashMap::new(),
+            polled_exits: Vec::new(),
             last_reap_poll: Instant::now(),
             reaping: false,
             inherited: crate::systemd::take_listen_fds(
@@ -485,7 +490,7 @@ impl Loop {
                 (-1, false) => 10,
                 (t, false) => t.min(10),
             };
-            let unwatched = self.workers.values().any(|w| w.process.exit_fd().is_none());
+            let unwatched = !self.polled_exits.is_empty();
             let timeout = match (timeout, unwatched) {
                 (t, false) => t,
                 (-1, true) => REAP_POLL.as_millis() as i32,
@@ -594,13 +599,16 @@ impl Loop {
                 message: format!("cannot watch channel: {e}"),
             });
         }
-        if let Some(fd) = process.exit_fd() {
-            if let Err(e) = self.poller.add(fd, T_PROCESS | id as u64, poller::READABLE) {
-                self.events.push(Event::Error {
-                    worker: id,
-                    message: format!("cannot watch process: {e}"),
-                });
+        match process.exit_fd() {
+            Some(fd) => {
+                if let Err(e) = self.poller.add(fd, T_PROCESS | id as u64, poller::READABLE) {
+                    self.events.push(Event::Error {
+                        worker: id,
+                        message: format!("cannot watch process: {e}"),
+                    });
+                }
             }
+            None => self.polled_exits.push(id),
         }
         self.workers.insert(
             id,
@@ -863,13 +871,7 @@ impl Loop {
     /// Reaps the workers whose process has no exit fd, if they exited.
     fn poll_exits(&mut self) {
         self.last_reap_poll = Instant::now();
-        let ids: Vec<u32> = self
-            .workers
-            .iter()
-            .filter(|(_, w)| w.process.exit_fd().is_none())
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ids {
+        for id in self.polled_exits.clone() {
             self.reap(id);
         }
     }
@@ -895,8 +897,9 @@ impl Loop {
         self.paused_warned.remove(&id);
         self.worker_gone(id, None);
         if let Some(w) = self.workers.remove(&id) {
-            if let Some(fd) = w.process.exit_fd() {
-                self.poller.delete(fd);
+            match w.process.exit_fd() {
+                Some(fd) => self.poller.delete(fd),
+                None => self.polled_exits.retain(|p| *p != id),
             }
         }
         let (code, signal) = match status {

@@ -215,12 +215,13 @@ pub fn send_packet(fd: RawFd, iov: &[IoSlice<'_>], pass: Option<RawFd>) -> io::R
     cvt_size(unsafe { libc::sendmsg(fd, &msg, SEND_FLAGS) })
 }
 
-/// Sends several packets with one `sendmmsg` call (Linux; elsewhere one
-/// [`send_packet`]): packet `i` is `packets[i].0` with at most one fd. Returns
-/// how many packets were sent; `WouldBlock` when not even the first fit.
+/// Sends several packets with one `sendmmsg` call (a single packet, or
+/// anywhere but Linux: one [`send_packet`]): packet `i` is `packets[i].0`
+/// with at most one fd. Returns how many packets were sent; `WouldBlock`
+/// when not even the first fit.
 pub fn send_packets(fd: RawFd, packets: &[([IoSlice<'_>; 2], Option<RawFd>)]) -> io::Result<usize> {
     #[cfg(target_os = "linux")]
-    {
+    if packets.len() > 1 {
         const MAX: usize = 32;
         #[repr(C)]
         #[derive(Clone, Copy)]
@@ -261,14 +262,11 @@ pub fn send_packets(fd: RawFd, packets: &[([IoSlice<'_>; 2], Option<RawFd>)]) ->
         if r < 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(r as usize)
+        return Ok(r as usize);
     }
-    #[cfg(not(target_os = "linux"))]
-    {
-        match packets.first() {
-            Some((iov, pass)) => send_packet(fd, iov, *pass).map(|_| 1),
-            None => Ok(0),
-        }
+    match packets.first() {
+        Some((iov, pass)) => send_packet(fd, iov, *pass).map(|_| 1),
+        None => Ok(0),
     }
 }
 
