@@ -44,8 +44,12 @@ export declare class Primary {
   control(id: number, data: Buffer): void
   /** Signals worker `id` (through its pidfd on Linux: never a recycled pid). */
   kill(id: number, signal: number): void
-  /** Asks worker `id` to disconnect; no new connections go to it. */
-  disconnect(id: number): void
+  /**
+   * Stops dispatching to worker `id` and, unless `notify` is false (JS
+   * tells the worker itself, in order with its messages), asks it to
+   * disconnect.
+   */
+  disconnect(id: number, notify?: boolean | undefined | null): void
   /**
    * Closes the channel of worker `id` from this side (`worker.process.disconnect()`):
    * the worker sees end of file, the reactor reports the disconnect.
@@ -62,13 +66,20 @@ export declare class Primary {
   close(): void
 }
 
-/** The worker's native side of the channel. */
+/**
+ * One end of a channel driven from JS: the worker's two channels, and the
+ * primary's end of each worker's message channel.
+ */
 export declare class WorkerChannel {
   /**
-   * Takes over the channel at `fd`; `ppid` is the primary's pid (the worker
-   * dies with it). `callback` receives arrays of frames.
+   * Takes over the channel at `fd`. `role` is `"control"` (the default:
+   * the worker's channel to the reactor; `ppid` is the primary's pid, and
+   * the worker dies with it), `"messages"` (the worker's message channel)
+   * or `"primary"` (the primary's end of a worker's message channel).
+   * `callback` receives batches of frames (flat arrays, see
+   * `lib/frames.js`).
    */
-  constructor(fd: number, ppid: number, callback: (arg: Array<WorkerFrame>) => void)
+  constructor(fd: number, ppid: number, callback: (arg: FrameBatch) => void, role?: string | undefined | null)
   /**
    * Sends a frame of `kind`. Messages of any size are chunked; other kinds
    * carry at most one packet. Returns the bytes still queued.
@@ -80,7 +91,13 @@ export declare class WorkerChannel {
    * count) on the same frame; with nothing to acknowledge it is sent alone.
    */
   ack(accepted: Array<number>, refused: Array<number>, open?: number | undefined | null): void
-  /** Closes the channel; the primary sees the worker disconnect. */
+  /**
+   * The frames waiting now, read at once instead of on the next poll (the
+   * primary calls it before reporting a worker's exit). Empty when a
+   * reader thread drives the channel.
+   */
+  drain(): FrameBatch
+  /** Closes the channel; the other side sees it disconnect. */
   close(): void
 }
 
@@ -112,7 +129,10 @@ export interface PrimaryEvent {
   worker: number
   flags?: number
   data?: Buffer
-  /** An fd passed with a message (now owned by JS). */
+  /**
+   * An fd now owned by JS: the handle passed with a message, or a
+   * spawned worker's message channel (the primary's end).
+   */
   fd?: number
   code?: number
   signal?: number
@@ -134,7 +154,10 @@ export interface SpawnRequest {
   /** `KEY=VALUE` strings. */
   env: Array<string>
   cwd?: string
-  /** Per child fd: -1 inherit, -2 ignore, -3 pipe, -4 the channel, >= 0 a parent fd. */
+  /**
+   * Per child fd: -1 inherit, -2 ignore, -3 pipe, -4 the channel, -5 the
+   * message channel, >= 0 a parent fd.
+   */
   stdio: Array<number>
 }
 
@@ -143,20 +166,6 @@ export interface SpawnResult {
   pid: number
   /** Per stdio slot: the parent's end of a pipe, or -1. */
   pipes: Array<number>
-}
-
-/** One event for the worker's JS. */
-export interface WorkerFrame {
-  /** A frame kind (1..=11), 100 for an error, 101 for disconnect. */
-  type: number
-  id: number
-  flags: number
-  data?: Buffer
-  /** An fd that came with the frame (now owned by JS), or -1. */
-  fd: number
-  /** For connections: the listener id. */
-  listener: number
-  message?: string
-  /** A JSON message as text (cheaper for JS than a Buffer to decode). */
-  text?: string
+  /** The primary's end of the message channel (now owned by JS), or -1. */
+  messages: number
 }

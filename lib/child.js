@@ -9,6 +9,7 @@ const net = require('net');
 const { constants: { signals } } = require('os');
 const errors = require('./errors');
 const ipc = require('./ipc');
+const F = require('./frames');
 
 const signalNames = Object.create(null);
 for (const [name, num] of Object.entries(signals)) {
@@ -59,10 +60,23 @@ class WorkerProcess extends EventEmitter {
     this.stdin = this.stdio[0] || null;
     this.stdout = this.stdio[1] || null;
     this.stderr = this.stdio[2] || null;
+    // The message channel (`_msg`, opened by the primary) when there is one;
+    // otherwise messages go through the reactor.
+    this._msg = null;
+    this._split = false;
     ipc.setupChannel(this, {
       advanced,
-      write: (data, flags, fd) => native.send(id, data, flags, fd),
-      close: () => native.closeChannel(id),
+      write: (data, flags, fd) => (this._msg !== null ?
+        this._msg.send(F.MESSAGE, flags, 0, data, fd) :
+        native.send(id, data, flags, fd)),
+      close: () => {
+        if (this._msg !== null) {
+          const msg = this._msg;
+          this._msg = null;
+          msg.close();
+        }
+        native.closeChannel(id);
+      },
     });
   }
 

@@ -1,7 +1,7 @@
 'use strict';
 
 // Frame kinds and flags of the channel; they mirror src/frame.rs.
-module.exports = Object.freeze({
+const F = {
   ONLINE: 1,
   MESSAGE: 2,
   LISTEN_REQUEST: 3,
@@ -21,4 +21,33 @@ module.exports = Object.freeze({
   FLAG_ADVANCED: 0x04,
   FLAG_HANDLE: 0x10,
   FLAG_BATCH: 0x20,
-});
+};
+
+// The addon hands each batch of frames over as one flat array, six slots a
+// frame: [type, flags, id, fd, listener, payload], defaults left as holes
+// (src/napi/frame_batch.rs). This turns it into one object per frame:
+// { type, flags, id, fd, listener, data, text, message }, where the payload
+// is `text` for a JSON message, `message` for an error, `data` otherwise.
+const SLOTS = 6;
+
+function unpack(flat) {
+  const out = new Array(flat.length / SLOTS);
+  for (let i = 0, j = 0; i < flat.length; i += SLOTS, j++) {
+    const type = flat[i];
+    const payload = flat[i + 5];
+    const str = typeof payload === 'string';
+    out[j] = {
+      type,
+      flags: flat[i + 1] | 0,
+      id: flat[i + 2] === undefined ? 0 : flat[i + 2],
+      fd: flat[i + 3] === undefined ? -1 : flat[i + 3],
+      listener: flat[i + 4] | 0,
+      data: str ? undefined : payload,
+      text: str && type === F.MESSAGE ? payload : undefined,
+      message: str && type === F.EV_ERROR ? payload : undefined,
+    };
+  }
+  return out;
+}
+
+module.exports = Object.freeze({ ...F, unpack });

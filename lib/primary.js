@@ -15,6 +15,7 @@ const util = require('util');
 const ipc = require('./ipc');
 const errors = require('./errors');
 const { inspectArgv } = require('./inspect');
+const F = require('./frames');
 
 const SCHED_NONE = 1;
 const SCHED_RR = 2;
@@ -287,6 +288,9 @@ function createWorkerProcess(id, env, overrides, agent = false) {
       `The "args" argument must be an instance of Array.${received(args)}`);
   }
   const stdio = stdioFor(settings);
+  // The message channel goes on the fd after the last stdio slot.
+  const stdioLength = stdio.length;
+  stdio.push(-5);
   // spawn(file, args, options)
   const cwd = settings.cwd == null ? undefined : validatedPath(settings.cwd, 'options.cwd');
   for (const key of ['uid', 'gid']) {
@@ -310,6 +314,7 @@ function createWorkerProcess(id, env, overrides, agent = false) {
   workerEnv[ENV_KEY] = JSON.stringify({
     id,
     fd: channelFd,
+    messages: stdioLength,
     ppid: process.pid,
     advanced,
     policy: POLICY_NAMES.get(schedulingPolicy),
@@ -343,18 +348,19 @@ function createWorkerProcess(id, env, overrides, agent = false) {
     result = getCore().spawn(id, req, id, supervise, agent);
   } catch (err) {
     spawnError = err;
-    result = { pid: undefined, pipes: [] };
+    result = { pid: undefined, pipes: [], messages: -1 };
   }
   // spawnargs as Node's fork() has them: the bootstrap preload is ours, not
   // the user's (see DIFFERENCES).
   const proc = new WorkerProcess(getCore(), id, {
     file: process.execPath,
     args: [process.execPath, ...userArgs],
-    pipes: result.pipes,
+    pipes: result.pipes.slice(0, stdioLength),
     advanced,
   });
   proc.pid = result.pid;
-  slots.set(id, { spawnargs: [process.execPath, ...userArgs], advanced, agent });
+  openMessages(proc, id, result.messages);
+  slots.set(id, { spawnargs: [process.execPath, ...userArgs], advanced, agent, stdioLength });
   return { proc, spawnError };
 }
 
@@ -444,7 +450,7 @@ function attach(id, slot, proc, agent = false) {
   };
   proc.once('exit', () => clearInterval(alive));
 
-  processes.set(id, { worker, proc });
+  processes.set(id, { worker, proc, messages: 0 });
   if (agent) {
     cluster.agent = worker;
   } else {
@@ -513,10 +519,11 @@ function adopt(ev) {
   const proc = new WorkerProcess(getCore(), ev.worker, {
     file: process.execPath,
     args: info.spawnargs,
-    pipes: ev.pipes || [],
+    pipes: (ev.pipes || []).slice(0, info.stdioLength),
     advanced: info.advanced,
   });
   proc.pid = ev.pid;
+  openMessages(proc, ev.worker, ev.fd);
   const worker = attach(ev.worker, ev.slot, proc, !!info.agent);
   process.nextTick(() => proc.emit('spawn'));
   return worker;
@@ -618,6 +625,8 @@ cluster.stats = function stats() {
   for (const w of snap.workers) {
     const entry = processes.get(w.id);
     w.state = entry ? entry.worker.state : 'dead';
+    // Messages on the message channel are counted here, not by the reactor.
+    if (entry) w.messages = (w.messages || 0) + entry.messages;
   }
   return snap;
 };
@@ -733,7 +742,19 @@ Worker.prototype.disconnect = function disconnect() {
   if (core !== null && this.isConnected()) {
     // Messages batched by send() go first (see lib/ipc.js).
     if (typeof this.process[ipc.kFlush] === 'function') this.process[ipc.kFlush]();
-    core.disconnect(this.id);
+    // Told on the message channel, after the messages sent before it; the
+    // reactor stops dispatching to it at once.
+    const msg = this.process._msg;
+    let told = false;
+    if (msg) {
+      try {
+        msg.send(F.DISCONNECT, 0, 0);
+        told = true;
+      } catch {
+        // Gone: the reactor tells it instead.
+      }
+    }
+    core.disconnect(this.id, !told);
   }
   removeWorker(this);
   return this;
@@ -787,6 +808,9 @@ function onEvent(ev) {
     return;
   }
   const { worker, proc } = entry;
+  // A worker with a message channel says these on it, in order with its
+  // messages; the reactor's copies (from the control channel) are ignored.
+  if (proc._split && !ev.fromMessages && FROM_MESSAGES.has(ev.kind)) return;
   switch (ev.kind) {
     case 'online':
       worker.state = 'online';
@@ -813,6 +837,9 @@ function onEvent(ev) {
       ipc.markDisconnected(proc);
       break;
     case 'exit':
+      // What the worker wrote before it died is delivered before 'exit'.
+      if (proc._msg) onMessageFrames(ev.worker, proc._msg.drain());
+      closeMessages(proc);
       processes.delete(ev.worker);
       remember(worker);
       core.forget(ev.worker);
@@ -826,6 +853,98 @@ function onEvent(ev) {
     default:
       break;
   }
+}
+
+// Events a worker with a message channel sends on it (see lib/worker.js):
+// the reactor's (from the control channel) are copies, or the end of the
+// control channel, which is not the end of the worker's IPC. (A message on
+// the control channel, which rcluster's worker never sends, is delivered.)
+const FROM_MESSAGES = new Set(['online', 'listening', 'exitedAfterDisconnect', 'disconnect', 'control']);
+
+/**
+ * Opens the primary's end of worker `id`'s message channel (`fd`, from the
+ * spawner): read on this thread by a poll handle on Node's loop, so a
+ * message reaches JavaScript without crossing the reactor thread.
+ */
+function openMessages(proc, id, fd) {
+  if (typeof fd !== 'number' || fd < 0) return;
+  try {
+    proc._msg = new native.WorkerChannel(fd, 0, (frames) => onMessageFrames(id, frames), 'primary');
+    proc._split = true;
+  } catch (err) {
+    native.closeFd(fd);
+    process.emitWarning(`rcluster: worker ${id}: cannot open its message channel: ${err.message}`,
+      { code: 'ERR_RCLUSTER_CHANNEL' });
+  }
+}
+
+function closeMessages(proc) {
+  if (!proc._msg) return;
+  const msg = proc._msg;
+  proc._msg = null;
+  msg.close();
+}
+
+function onMessageFrames(id, flat) {
+  const frames = F.unpack(flat);
+  const entry = processes.get(id);
+  for (let i = 0; i < frames.length; i++) {
+    const f = frames[i];
+    if (entry === undefined) {
+      if (f.fd >= 0) native.closeFd(f.fd);
+      continue;
+    }
+    try {
+      onMessageFrame(entry, id, f);
+    } catch (err) {
+      process.nextTick(() => { throw err; });
+    }
+  }
+}
+
+function onMessageFrame(entry, id, f) {
+  const { worker, proc } = entry;
+  switch (f.type) {
+    case F.MESSAGE: {
+      const data = f.text !== undefined ? f.text : f.data;
+      entry.messages += f.flags & F.FLAG_BATCH ? countLines(data) : 1;
+      ipc.deliver(proc, data, f.flags, f.fd);
+      break;
+    }
+    case F.ONLINE:
+      onEvent({ kind: 'online', worker: id, fromMessages: true });
+      break;
+    case F.LISTENING:
+      onEvent({ kind: 'listening', worker: id, data: f.data, fromMessages: true });
+      break;
+    case F.EXITED_AFTER_DISCONNECT:
+      worker.exitedAfterDisconnect = true;
+      break;
+    case F.EV_ERROR:
+      emitWorkerError(worker, `worker ${id}: ${f.message}`);
+      break;
+    case F.EV_DISCONNECT:
+      closeMessages(proc);
+      ipc.markDisconnected(proc);
+      break;
+    default:
+      // Nothing else may come on this channel: a broken or hostile worker.
+      if (f.fd >= 0) native.closeFd(f.fd);
+      emitWorkerError(worker, `worker ${id}: frame kind ${f.type} is not allowed on the message channel; channel closed`);
+      closeMessages(proc);
+      ipc.markDisconnected(proc);
+      break;
+  }
+}
+
+function countLines(data) {
+  let n = 1;
+  if (typeof data === 'string') {
+    for (let i = data.indexOf('\n'); i !== -1; i = data.indexOf('\n', i + 1)) n++;
+  } else {
+    for (let i = data.indexOf(10); i !== -1; i = data.indexOf(10, i + 1)) n++;
+  }
+  return n;
 }
 
 function onEvents(events) {

@@ -24,7 +24,13 @@ cluster.isPrimary = false;
 cluster.worker = null;
 cluster.Worker = Worker;
 
+// Two channels to the primary: `chan` to its Rust reactor (connections,
+// listen requests, acks, control, relays), and `msgs` to its JavaScript
+// (process.send() and the events that must stay in order with messages:
+// online, listening, exitedAfterDisconnect, disconnect). The primary's main
+// thread reads `msgs` itself, so a message crosses no thread there.
 let chan = null;
+let msgs = null;
 let config = null;
 const listeners = new Map(); // listener id -> { handle, server, pipe }
 const requests = new Map(); // request id -> callback(reply, fd)
@@ -37,14 +43,30 @@ function flushMessages() {
   flushRelays();
 }
 
+/** The channel a frame of `kind` travels on (see `chan` and `msgs`). */
+function channelFor(kind) {
+  if (msgs !== null && (kind === F.ONLINE || kind === F.LISTENING || kind === F.EXITED_AFTER_DISCONNECT)) {
+    return msgs;
+  }
+  return chan;
+}
+
 function sendFrame(kind, payload, id = 0) {
   if (chan === null) return;
   flushMessages();
   try {
-    chan.send(kind, 0, id, payload);
+    channelFor(kind).send(kind, 0, id, payload);
+    // The supervisor (on the reactor) learns readiness from it too.
+    if (kind === F.LISTENING && msgs !== null) chan.send(kind, 0, id, payload);
   } catch {
     // The channel is gone; the disconnect event tells the rest.
   }
+}
+
+/** Closes both channels (the primary sees the worker disconnect). */
+function closeChannels() {
+  if (msgs !== null) msgs.close();
+  chan.close();
 }
 
 function u32(n) {
@@ -56,10 +78,14 @@ function u32(n) {
 cluster._setupWorker = function setupWorker(cfg) {
   config = cfg;
   chan = new native.WorkerChannel(cfg.fd, cfg.ppid, onFrames);
+  if (typeof cfg.messages === 'number' && cfg.messages >= 0) {
+    msgs = new native.WorkerChannel(cfg.messages, cfg.ppid, onFrames, 'messages');
+  }
+  const out = msgs || chan;
   ipc.setupChannel(process, {
     advanced: !!cfg.advanced,
     write: (data, flags, fd) => {
-      const queued = chan.send(F.MESSAGE, flags, 0, data, fd);
+      const queued = out.send(F.MESSAGE, flags, 0, data, fd);
       // PM2's readiness signal, process.send('ready'), is also ours (batched
       // messages are seen by onMessage instead).
       if (!(flags & F.FLAG_BATCH) && data.length < 16 && isReadyMessage(data, flags)) {
@@ -71,7 +97,7 @@ cluster._setupWorker = function setupWorker(cfg) {
     onMessage: (message) => {
       if (message === 'ready') sendControl({ op: 'ready' });
     },
-    close: () => chan.close(),
+    close: closeChannels,
   });
   const worker = new Worker({ id: cfg.id, process, state: 'online' });
   cluster.worker = worker;
@@ -579,7 +605,11 @@ function onFrame(f) {
       ipc.deliver(process, f.text !== undefined ? f.text : f.data, f.flags, f.fd);
       break;
     case F.DISCONNECT:
-      workerDisconnect.call(cluster.worker, true);
+      // Once, whichever channel it came on.
+      if (!primaryDisconnected) {
+        primaryDisconnected = true;
+        workerDisconnect.call(cluster.worker, true);
+      }
       break;
     case F.EV_ERROR: {
       const err = new Error(f.message);
@@ -595,7 +625,7 @@ function onFrame(f) {
       onRelay(f);
       break;
     case F.EV_DISCONNECT:
-      chan.close();
+      closeChannels();
       ipc.markDisconnected(process);
       break;
     default:
@@ -604,7 +634,8 @@ function onFrame(f) {
   }
 }
 
-function onFrames(frames) {
+function onFrames(flat) {
+  const frames = F.unpack(flat);
   let conns = null;
   for (let i = 0; i < frames.length; i++) {
     const f = frames[i];
@@ -624,6 +655,8 @@ function onFrames(frames) {
   }
   if (conns !== null) onConnections(conns);
 }
+
+let primaryDisconnected = false;
 
 function workerDisconnect(primaryInitiated) {
   this.exitedAfterDisconnect = true;

@@ -251,6 +251,56 @@ impl Channel {
         self.send_chunked(Kind::Message, flags, payload, fd)
     }
 
+    /// [`Channel::send_message`] from a borrowed payload. On a seqpacket
+    /// channel with nothing queued, a message that fits one packet is written
+    /// straight from `payload` (no copy, no allocation: the usual case of a
+    /// lone `process.send()`); otherwise it is copied and queued as usual.
+    pub fn send_message_from(
+        &self,
+        flags: u8,
+        payload: &[u8],
+        fd: Option<OwnedFd>,
+    ) -> io::Result<Flush> {
+        if !self.stream
+            && payload.len() <= MAX_PAYLOAD
+            && flags & !KNOWN_FLAGS == 0
+            && flags & (FLAG_MORE | FLAG_CONT) == 0
+        {
+            let mut out = self.out.lock();
+            if out.closed {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotConnected,
+                    "channel closed",
+                ));
+            }
+            if out.queue.is_empty() {
+                let id = self.next_message.fetch_add(1, Ordering::Relaxed);
+                let mut header = [0u8; HEADER_LEN];
+                Header::new(Kind::Message, flags, fd.is_some() as u16, payload.len(), id)
+                    .write(&mut header);
+                let iov = [IoSlice::new(&header), IoSlice::new(payload)];
+                loop {
+                    match sys::send_packet(
+                        self.fd.as_raw_fd(),
+                        &iov,
+                        fd.as_ref().map(AsRawFd::as_raw_fd),
+                    ) {
+                        // The fd (our copy) is closed on return: the receiver has its own.
+                        Ok(_) => return Ok(Flush::Done),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        // Full: queued below (a new id then; ids only tell messages apart).
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => {
+                            out.close();
+                            return Err(e);
+                        }
+                    }
+                }
+            }
+        }
+        self.send_chunked(Kind::Message, flags, payload.to_vec(), fd)
+    }
+
     /// Sends a worker-to-worker message ([`Kind::Relay`]), chunked like a message.
     pub fn send_relay(&self, flags: u8, payload: Vec<u8>) -> io::Result<Flush> {
         self.send_chunked(Kind::Relay, flags, payload, None)

@@ -69,6 +69,9 @@ pub enum Event {
         slot: u32,
         pid: i32,
         pipes: Vec<i32>,
+        /// The primary's end of its message channel (a raw fd now owned by
+        /// the receiver), or -1.
+        messages: i32,
         reason: String,
     },
     /// Something the supervisor did or noticed; `info` is a JSON object.
@@ -86,7 +89,7 @@ mod stats;
 mod supervise;
 pub use relay::{AGENT, BROADCAST};
 pub use stats::{ListenerStats, Stats, WorkerStats};
-pub use supervise::{spawn_worker, Cmd as SuperviseCmd, Handle, Registry, ID_VAR};
+pub use supervise::{spawn_worker, Cmd as SuperviseCmd, Handle, Registry, Started, ID_VAR};
 
 /// Receives batches of events (in the napi layer: a threadsafe function).
 pub type Sink = Box<dyn FnMut(Vec<Event>) + Send>;
@@ -100,6 +103,7 @@ enum Command {
     },
     Disconnect {
         id: u32,
+        notify: bool,
     },
     Supervise(SuperviseCmd),
     Counters(Sender<Counters>),
@@ -245,9 +249,10 @@ impl Reactor {
         });
     }
 
-    /// Asks the worker to disconnect and stops dispatching to it at once.
-    pub fn disconnect(&self, id: u32) {
-        self.command(Command::Disconnect { id });
+    /// Stops dispatching to the worker at once and, with `notify`, asks it
+    /// to disconnect (a [`Kind::Disconnect`] frame on its channel).
+    pub fn disconnect(&self, id: u32, notify: bool) {
+        self.command(Command::Disconnect { id, notify });
     }
 
     /// Sets worker `id`'s weight for weighted round robin (at least 1).
@@ -555,7 +560,7 @@ impl Loop {
                     channel,
                     process,
                 } => self.add_worker(id, slot, channel, process),
-                Command::Disconnect { id } => self.disconnect_cmd(id),
+                Command::Disconnect { id, notify } => self.disconnect_cmd(id, notify),
                 Command::Supervise(c) => self.sup_command(c),
                 Command::Weight { id, weight } => {
                     if let Some(w) = self.workers.get_mut(&id) {
@@ -630,14 +635,16 @@ impl Loop {
         self.channel_ready(id, poller::READABLE);
     }
 
-    fn disconnect_cmd(&mut self, id: u32) {
+    fn disconnect_cmd(&mut self, id: u32, notify: bool) {
         let Some(w) = self.workers.get_mut(&id) else {
             return;
         };
         if !w.connected {
             return;
         }
-        let _ = w.channel.send_frame(Kind::Disconnect, 0, 0, &[], None);
+        if notify {
+            let _ = w.channel.send_frame(Kind::Disconnect, 0, 0, &[], None);
+        }
         let lids = std::mem::take(&mut w.listening);
         for lid in lids {
             self.leave_listener(id, lid);

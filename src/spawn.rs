@@ -23,8 +23,11 @@ pub enum Stdio {
     Pipe,
     /// A specific fd of the parent.
     Fd(RawFd),
-    /// The rcluster channel (Node's `'ipc'`).
+    /// The rcluster channel (Node's `'ipc'`): connections and control.
     Channel,
+    /// The worker's message channel (`process.send()` and the events that
+    /// must stay in order with messages), read on each side's JS thread.
+    Messages,
 }
 
 /// Everything needed to start one worker.
@@ -122,10 +125,15 @@ fn check(r: libc::c_int) -> io::Result<()> {
 }
 
 /// Starts a child as described by `opts`, placing `channel` wherever
-/// `opts.stdio` says [`Stdio::Channel`]. The child starts with every signal at
+/// `opts.stdio` says [`Stdio::Channel`] and `messages` where it says
+/// [`Stdio::Messages`]. The child starts with every signal at
 /// its default disposition and an empty signal mask (Node ignores SIGPIPE in
 /// the parent; the child must not inherit that).
-pub fn spawn(opts: &SpawnOptions, channel: Option<&OwnedFd>) -> io::Result<Spawned> {
+pub fn spawn(
+    opts: &SpawnOptions,
+    channel: Option<&OwnedFd>,
+    messages: Option<&OwnedFd>,
+) -> io::Result<Spawned> {
     let file = cstr(&opts.file)?;
     let argv: Vec<CString> = opts
         .argv
@@ -156,6 +164,12 @@ pub fn spawn(opts: &SpawnOptions, channel: Option<&OwnedFd>) -> io::Result<Spawn
             Stdio::Channel => {
                 let ch = channel.ok_or_else(|| {
                     io::Error::new(io::ErrorKind::InvalidInput, "no channel to place")
+                })?;
+                (Some(dup_above(ch.as_raw_fd(), above)?), None)
+            }
+            Stdio::Messages => {
+                let ch = messages.ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::InvalidInput, "no message channel to place")
                 })?;
                 (Some(dup_above(ch.as_raw_fd(), above)?), None)
             }
@@ -286,7 +300,7 @@ mod tests {
             cwd: Some("/".into()),
             stdio: vec![Stdio::Ignore, Stdio::Pipe, Stdio::Inherit],
         };
-        let mut s = spawn(&opts, None).unwrap();
+        let mut s = spawn(&opts, None, None).unwrap();
         let mut out = String::new();
         std::fs::File::from(s.pipes[1].take_ref())
             .read_to_string(&mut out)
@@ -314,7 +328,7 @@ mod tests {
                 Stdio::Channel,
             ],
         };
-        let s = spawn(&opts, Some(&theirs)).unwrap();
+        let s = spawn(&opts, Some(&theirs), None).unwrap();
         drop(theirs);
         let mut buf = [0u8; 16];
         sys::set_nonblocking(ours.as_raw_fd(), false).unwrap();
@@ -348,7 +362,7 @@ mod tests {
             stdio: vec![Stdio::Inherit, Stdio::Inherit, Stdio::Inherit],
             ..Default::default()
         };
-        assert!(spawn(&opts, None).is_err());
+        assert!(spawn(&opts, None, None).is_err());
     }
 
     trait TakeRef {

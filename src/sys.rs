@@ -343,7 +343,9 @@ pub fn recv_packets(
 ) -> io::Result<usize> {
     #[cfg(target_os = "linux")]
     {
-        const MAX_SLOTS: usize = 64;
+        // The channel reads 16 at a time; the headers live on the stack and
+        // only the slots used are set up (this runs once per wake-up).
+        const MAX_SLOTS: usize = 16;
         #[repr(C)]
         #[derive(Clone, Copy)]
         union Cmsg {
@@ -358,31 +360,33 @@ pub fn recv_packets(
         let space =
             unsafe { libc::CMSG_SPACE((RECV_FD_SLOTS * mem::size_of::<RawFd>()) as u32) } as usize;
         debug_assert!(space <= 128);
-        let mut cbufs = [Cmsg { buf: [0; 128] }; MAX_SLOTS];
-        let mut iovs: [libc::iovec; MAX_SLOTS] = [libc::iovec {
-            iov_base: std::ptr::null_mut(),
-            iov_len: 0,
-        }; MAX_SLOTS];
-        // SAFETY: mmsghdr is plain old data; zeroed is a valid empty header.
-        let mut msgs: [libc::mmsghdr; MAX_SLOTS] = unsafe { mem::zeroed() };
+        // Control buffers need no initialising: the kernel writes them and
+        // reports the length it wrote in msg_controllen.
+        let mut cbufs = [mem::MaybeUninit::<Cmsg>::uninit(); MAX_SLOTS];
+        let mut iovs = [mem::MaybeUninit::<libc::iovec>::uninit(); MAX_SLOTS];
+        let mut msgs = [mem::MaybeUninit::<libc::mmsghdr>::uninit(); MAX_SLOTS];
         let base = buf.as_mut_ptr();
         for i in 0..slots {
-            // SAFETY: slot `i` lies inside `buf` (i < buf.len() / slot_len).
-            iovs[i].iov_base = unsafe { base.add(i * slot_len) } as *mut libc::c_void;
-            iovs[i].iov_len = slot_len;
-            let h = &mut msgs[i].msg_hdr;
-            h.msg_iov = &mut iovs[i];
-            h.msg_iovlen = 1;
-            // SAFETY: taking the address of the union's byte view; the array is alive here.
-            h.msg_control = unsafe { cbufs[i].buf.as_mut_ptr() } as *mut libc::c_void;
-            h.msg_controllen = space as _;
+            iovs[i].write(libc::iovec {
+                // SAFETY: slot `i` lies inside `buf` (i < buf.len() / slot_len).
+                iov_base: unsafe { base.add(i * slot_len) } as *mut libc::c_void,
+                iov_len: slot_len,
+            });
+            // SAFETY: mmsghdr is plain old data; zeroed is a valid empty header.
+            let mut m: libc::mmsghdr = unsafe { mem::zeroed() };
+            m.msg_hdr.msg_iov = iovs[i].as_mut_ptr();
+            m.msg_hdr.msg_iovlen = 1;
+            m.msg_hdr.msg_control = cbufs[i].as_mut_ptr() as *mut libc::c_void;
+            m.msg_hdr.msg_controllen = space as _;
+            msgs[i].write(m);
         }
-        // SAFETY: `msgs[..slots]` describe buffers (`buf` slices, `cbufs`) that
-        // are valid and writable for the call; a null timeout is allowed.
+        // SAFETY: `msgs[..slots]` are initialised above and describe buffers
+        // (`buf` slices, `cbufs`) that are valid and writable for the call; a
+        // null timeout is allowed.
         let n = unsafe {
             libc::recvmmsg(
                 fd,
-                msgs.as_mut_ptr(),
+                msgs.as_mut_ptr() as *mut libc::mmsghdr,
                 slots as libc::c_uint,
                 RECV_FLAGS,
                 std::ptr::null_mut(),
@@ -396,6 +400,8 @@ pub fn recv_packets(
             return Err(e);
         }
         for m in &msgs[..n as usize] {
+            // SAFETY: the first `slots` (>= n) headers were initialised above.
+            let m = unsafe { m.assume_init_ref() };
             let fds = take_fds(&m.msg_hdr);
             out.push(Received {
                 len: m.msg_len as usize,

@@ -1,10 +1,11 @@
 'use strict';
 
-// Hostile or broken workers (fixtures/hostile-worker.js writes to its
-// channel behind rcluster's back): garbage, a frame claiming 4 GiB, 253 fds
-// in one frame (the kernel's SCM_MAX_FD; 1,000 is refused by sendmsg), a
-// message flood, and a worker whose event loop is stuck with connections
-// in hand. Each one gets a clear error event (or is noticed and killed),
+// Hostile or broken workers (fixtures/hostile-worker.js writes to one of its
+// two channels behind rcluster's back: the control channel, read by the
+// primary's reactor, or the message channel, read by the primary's
+// JavaScript): garbage, a frame claiming 4 GiB, 253 fds in one frame (the
+// kernel's SCM_MAX_FD; 1,000 is refused by sendmsg), a message flood, and a
+// worker whose event loop is stuck with connections in hand. Each one gets a clear error event (or is noticed and killed),
 // while HTTP load on the other workers sees no failure, the dispatcher
 // loses no connection, and the primary keeps no fd of it.
 
@@ -49,7 +50,8 @@ test('a worker writing garbage, lying lengths or 253 fds gets an error event; no
   try {
     const { port, pid } = await p.next((m) => m.event === 'serving');
     const figures = {};
-    for (const [what, message] of CHANNEL_ATTACKS) {
+    const attacks = CHANNEL_ATTACKS.flatMap(([w, m]) => [[`${w}@control`, m], [`${w}@messages`, m]]);
+    for (const [what, message] of attacks) {
       const c0 = await counters(p, (c) => c.held === 0);
       const before = procStats(pid).fds;
       const r = await attack(p, port, what, async (id, after) => {
@@ -76,22 +78,19 @@ test('a worker writing garbage, lying lengths or 253 fds gets an error event; no
   }
 });
 
-test('a message flood faster than the primary reads: paused with an error event, nothing lost, memory bounded', { timeout: 60000, skip: linuxOnly('reads /proc and the seqpacket channel') }, async (t) => {
+async function flood(t, channel, check) {
   // Each message costs the primary's JS 200 us: the worker writes ~10x faster.
   const p = start({ MESSAGE_COST_US: '200' });
   try {
     const { port, pid } = await p.next((m) => m.event === 'serving');
     const before = procStats(pid);
-    const r = await attack(p, port, 'flood', (id, after) =>
+    const r = await attack(p, port, `flood@${channel}`, (id, after) =>
       p.next(after((m) => m.event === 'hostile-says' && m.id === id && m.flooded !== undefined), 30000));
-    // The 'flooded' message comes after the flood on the same channel: by
+    // The 'flooded' count comes after the flood on the same channel: by
     // then the primary has delivered every one of them.
     assert.ok(r.result.flooded > 1000, `flooded ${r.result.flooded}`);
     assert.strictEqual(r.result.flood, r.result.flooded, 'every flood message was delivered');
-    // The reactor stopped reading that worker once 16 MiB waited for JS, and said so.
-    const warn = p.lines.find((m) => m.event === 'worker-error' && m.id === r.id);
-    assert.ok(warn, 'an error event about the flood');
-    assert.match(warn.message, /sends messages faster than the primary's JavaScript takes them .*paused/);
+    check(p.lines.filter((m) => m.event === 'worker-error' && m.id === r.id));
     assert.deepStrictEqual(r.load.errors, {});
     assert.ok(r.load.ok > 0);
     const mid = procStats(pid);
@@ -100,13 +99,28 @@ test('a message flood faster than the primary reads: paused with an error event,
     await counters(p, (c) => c.held === 0 && c.live === 2);
     const after = procStats(pid);
     assert.strictEqual(after.fds, before.fds, 'no fd left');
-    // 16 MiB of backlog plus the JS garbage of handling it; without the
-    // pause the primary buffered everything the worker wrote.
+    // At most the backlog limit (16 MiB) plus the JS garbage of handling
+    // it; without a bound the primary would buffer everything written.
     assert.ok(mid.rssKiB - before.rssKiB < 96 * 1024, `RSS ${before.rssKiB} -> ${mid.rssKiB} KiB`);
     t.diagnostic(JSON.stringify({ flooded: r.result.flooded, served: r.load.ok, rssKiB: [before.rssKiB, mid.rssKiB, after.rssKiB] }));
   } finally {
     assert.deepStrictEqual(await p.kill(), []);
   }
+}
+
+test('a message flood faster than the primary reads: the worker waits, nothing lost, memory bounded', { timeout: 60000, skip: linuxOnly('reads /proc and the seqpacket channel') }, async (t) => {
+  // The primary's JS reads the message channel at its own pace, a batch at a
+  // time: the flood fills the worker's socket, and its writes wait. Not an error.
+  await flood(t, 'messages', (errors) => assert.deepStrictEqual(errors, []));
+});
+
+test('a message flood on the control channel: paused with an error event, nothing lost, memory bounded', { timeout: 60000, skip: linuxOnly('reads /proc and the seqpacket channel') }, async (t) => {
+  // The reactor reads the control channel for JS; it stops reading that
+  // worker once 16 MiB wait for JS, and says so.
+  await flood(t, 'control', (errors) => {
+    assert.ok(errors.length > 0, 'an error event about the flood');
+    assert.match(errors[0].message, /sends messages faster than the primary's JavaScript takes them .*paused/);
+  });
 });
 
 test('a worker that never acknowledges: its connections go to the others once it is found stuck', { timeout: 60000, skip: linuxOnly('reads /proc and the seqpacket channel') }, async (t) => {

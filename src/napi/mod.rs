@@ -2,6 +2,7 @@
 //! else. Every exported method catches panics (`catch_unwind`) so that no Rust
 //! panic crosses into Node; they become JS exceptions.
 
+mod frame_batch;
 mod primary;
 mod uv_channel;
 mod worker;

@@ -11,7 +11,9 @@ use napi_derive::napi;
 
 use super::{dup_js_fd, io_err};
 use crate::channel::Channel;
-use crate::reactor::{spawn_worker, Config, Event, Handle, Reactor, Registry, SuperviseCmd};
+use crate::reactor::{
+    spawn_worker, Config, Event, Handle, Reactor, Registry, Started, SuperviseCmd,
+};
 use crate::spawn::{self, SpawnOptions, Stdio};
 
 /// One event for the primary's JS (batched into an array per callback).
@@ -23,7 +25,8 @@ pub struct PrimaryEvent {
     pub worker: u32,
     pub flags: Option<u32>,
     pub data: Option<Buffer>,
-    /// An fd passed with a message (now owned by JS).
+    /// An fd now owned by JS: the handle passed with a message, or a
+    /// spawned worker's message channel (the primary's end).
     pub fd: Option<i32>,
     pub code: Option<i32>,
     pub signal: Option<i32>,
@@ -111,6 +114,7 @@ fn to_js(e: Event) -> PrimaryEvent {
             slot,
             pid,
             pipes,
+            messages,
             reason,
         } => {
             out.kind = "spawned".into();
@@ -118,6 +122,7 @@ fn to_js(e: Event) -> PrimaryEvent {
             out.slot = Some(slot);
             out.pid = Some(pid);
             out.pipes = Some(pipes);
+            out.fd = (messages >= 0).then_some(messages);
             out.message = Some(reason);
         }
         Event::Supervisor {
@@ -155,7 +160,8 @@ pub struct SpawnRequest {
     /// `KEY=VALUE` strings.
     pub env: Vec<String>,
     pub cwd: Option<String>,
-    /// Per child fd: -1 inherit, -2 ignore, -3 pipe, -4 the channel, >= 0 a parent fd.
+    /// Per child fd: -1 inherit, -2 ignore, -3 pipe, -4 the channel, -5 the
+    /// message channel, >= 0 a parent fd.
     pub stdio: Vec<i32>,
 }
 
@@ -165,6 +171,8 @@ pub struct SpawnResult {
     pub pid: i32,
     /// Per stdio slot: the parent's end of a pipe, or -1.
     pub pipes: Vec<i32>,
+    /// The primary's end of the message channel (now owned by JS), or -1.
+    pub messages: i32,
 }
 
 /// The primary's native side.
@@ -234,6 +242,7 @@ impl Primary {
                 -2 => Stdio::Ignore,
                 -3 => Stdio::Pipe,
                 -4 => Stdio::Channel,
+                -5 => Stdio::Messages,
                 fd => Stdio::Fd(fd),
             })
             .collect();
@@ -251,7 +260,11 @@ impl Primary {
             None => Default::default(),
         };
         let slot = slot.unwrap_or(id);
-        let (h, pipes) = spawn_worker(&self.registry, id, &opts).map_err(io_err)?;
+        let Started {
+            handle: h,
+            pipes,
+            messages,
+        } = spawn_worker(&self.registry, id, &opts).map_err(io_err)?;
         self.reactor
             .add_worker(id, slot, h.channel.clone(), h.process.clone());
         self.reactor.supervise(SuperviseCmd::Slot {
@@ -267,6 +280,7 @@ impl Primary {
                 .into_iter()
                 .map(|p| p.map(OwnedFd::into_raw_fd).unwrap_or(-1))
                 .collect(),
+            messages: messages.map_or(-1, OwnedFd::into_raw_fd),
         })
     }
 
@@ -352,10 +366,12 @@ impl Primary {
         spawn::signal(&process, signal).map_err(io_err)
     }
 
-    /// Asks worker `id` to disconnect; no new connections go to it.
+    /// Stops dispatching to worker `id` and, unless `notify` is false (JS
+    /// tells the worker itself, in order with its messages), asks it to
+    /// disconnect.
     #[napi(catch_unwind)]
-    pub fn disconnect(&self, id: u32) {
-        self.reactor.disconnect(id);
+    pub fn disconnect(&self, id: u32, notify: Option<bool>) {
+        self.reactor.disconnect(id, notify.unwrap_or(true));
     }
 
     /// Closes the channel of worker `id` from this side (`worker.process.disconnect()`):

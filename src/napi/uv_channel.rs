@@ -13,6 +13,7 @@ use std::sync::{Arc, OnceLock};
 use napi::bindgen_prelude::ToNapiValue;
 use napi::sys;
 
+use super::frame_batch::FrameBatch;
 use crate::channel::{Channel, Flush, Inbox};
 use crate::worker_io::{read_into, WorkerEvent};
 
@@ -83,9 +84,6 @@ fn api() -> Option<&'static UvApi> {
     .as_ref()
 }
 
-/// Converts a batch for JavaScript (see `worker.rs`).
-pub type Convert = fn(WorkerEvent) -> super::worker::WorkerFrame;
-
 struct State {
     env: sys::napi_env,
     callback: sys::napi_ref,
@@ -95,7 +93,6 @@ struct State {
     /// The poll handle's memory (u64s for alignment); `None` once closed.
     handle: Option<Box<[u64]>>,
     writable: bool,
-    convert: Convert,
 }
 
 /// The worker's channel on Node's loop. Single-threaded: everything happens
@@ -116,7 +113,6 @@ impl UvChannel {
         uv_loop: *mut c_void,
         callback: sys::napi_value,
         channel: Arc<Channel>,
-        convert: Convert,
     ) -> Option<UvChannel> {
         let api = api()?;
         let size = (api.handle_size)(UV_POLL);
@@ -143,7 +139,6 @@ impl UvChannel {
             inbox: Inbox::default(),
             handle: Some(mem),
             writable: false,
-            convert,
         }));
         // The handle holds one strong reference, given back in `on_close`.
         (api.set_data)(handle, Rc::into_raw(state.clone()) as *mut c_void);
@@ -174,6 +169,25 @@ impl UvChannel {
                 };
             }
         }
+    }
+
+    /// Reads everything waiting now, on the caller's turn (the primary, before
+    /// it reports a worker's exit, takes the messages the worker wrote before
+    /// dying). At end of file the batch ends with a disconnect and the handle
+    /// closes.
+    pub fn drain(&self) -> Vec<WorkerEvent> {
+        let mut batch = Vec::new();
+        let mut st = self.state.borrow_mut();
+        if st.handle.is_none() {
+            return batch;
+        }
+        let st = &mut *st;
+        st.inbox.rearm();
+        if read_into(&mut st.inbox, &st.channel, &mut batch, usize::MAX) {
+            st.channel.shutdown();
+            close_handle(st);
+        }
+        batch
     }
 
     /// Closes the channel (the primary sees EOF) and the poll handle.
@@ -275,14 +289,13 @@ unsafe extern "C" fn on_poll(handle: *mut UvHandle, status: c_int, events: c_int
 // state's env live; every napi call below uses that env and values created in
 // the handle scope opened here.
 unsafe fn call_js(state: &Rc<RefCell<State>>, batch: Vec<WorkerEvent>) {
-    let (env, cb, ctx, convert) = {
+    let (env, cb, ctx) = {
         let st = state.borrow();
-        (st.env, st.callback, st.ctx, st.convert)
+        (st.env, st.callback, st.ctx)
     };
     let mut scope = std::ptr::null_mut();
     sys::napi_open_handle_scope(env, &mut scope);
-    let frames: Vec<super::worker::WorkerFrame> = batch.into_iter().map(convert).collect();
-    if let Ok(arr) = Vec::to_napi_value(env, frames) {
+    if let Ok(arr) = FrameBatch::to_napi_value(env, FrameBatch(batch)) {
         let mut func = std::ptr::null_mut();
         let mut recv = std::ptr::null_mut();
         let mut result = std::ptr::null_mut();

@@ -3,77 +3,54 @@
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::sync::Arc;
 
-use napi::bindgen_prelude::{Buffer, Function};
+use napi::bindgen_prelude::{BufferSlice, Function};
 use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi::{Env, JsValue, Result};
 use napi_derive::napi;
 
+use super::frame_batch::FrameBatch;
 use super::uv_channel::UvChannel;
 use super::{dup_js_fd, io_err};
 use crate::channel::{Channel, Flush};
 use crate::frame::{self, Kind};
 use crate::worker_io::{self, WorkerEvent, WorkerIo};
 
-/// Event type numbers beyond frame kinds.
-const EV_ERROR: u32 = 100;
-const EV_DISCONNECT: u32 = 101;
-
-/// One event for the worker's JS.
-#[napi(object)]
-pub struct WorkerFrame {
-    /// A frame kind (1..=11), 100 for an error, 101 for disconnect.
-    #[napi(js_name = "type")]
-    pub kind: u32,
-    pub id: f64,
-    pub flags: u32,
-    pub data: Option<Buffer>,
-    /// An fd that came with the frame (now owned by JS), or -1.
-    pub fd: i32,
-    /// For connections: the listener id.
-    pub listener: u32,
-    pub message: Option<String>,
-    /// A JSON message as text (cheaper for JS than a Buffer to decode).
-    pub text: Option<String>,
-}
-
-fn to_js(e: WorkerEvent) -> WorkerFrame {
-    let mut out = WorkerFrame {
-        kind: 0,
-        id: 0.0,
-        flags: 0,
-        data: None,
-        fd: -1,
-        listener: 0,
-        message: None,
-        text: None,
-    };
-    match e {
-        WorkerEvent::Frame(f) => {
-            out.kind = f.kind as u32;
-            out.id = f.id as f64;
-            out.flags = f.flags as u32;
-            out.fd = f.fd.map(OwnedFd::into_raw_fd).unwrap_or(-1);
-            if f.kind == Kind::Conn {
-                out.listener = frame::decode_u32(Kind::Conn, &f.payload).unwrap_or(0);
-            } else if f.kind == Kind::Message && f.flags & frame::FLAG_ADVANCED == 0 && out.fd < 0 {
-                match String::from_utf8(f.payload) {
-                    Ok(text) => out.text = Some(text),
-                    Err(e) => out.data = Some(e.into_bytes().into()),
-                }
-            } else {
-                out.data = Some(f.payload.into());
-            }
-        }
-        WorkerEvent::Error(m) => {
-            out.kind = EV_ERROR;
-            out.message = Some(m);
-        }
-        WorkerEvent::Disconnect => out.kind = EV_DISCONNECT,
-    }
-    out
-}
-
 static CHANNEL_TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static MESSAGES_TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Which end of which channel a [`WorkerChannel`] drives.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// The worker's channel to the primary's reactor (connections, listen
+    /// requests, control): the worker dies with the primary.
+    Control,
+    /// The worker's message channel (`process.send()`).
+    Messages,
+    /// The primary's end of a worker's message channel.
+    Primary,
+}
+
+impl Role {
+    fn parse(role: Option<&str>) -> Result<Role> {
+        match role {
+            None | Some("control") => Ok(Role::Control),
+            Some("messages") => Ok(Role::Messages),
+            Some("primary") => Ok(Role::Primary),
+            Some(other) => Err(napi::Error::from_reason(format!(
+                "unknown channel role {other:?} (control, messages or primary)"
+            ))),
+        }
+    }
+
+    /// The once-per-process guard of the worker's two channel fds.
+    fn taken(self) -> Option<&'static std::sync::atomic::AtomicBool> {
+        match self {
+            Role::Control => Some(&CHANNEL_TAKEN),
+            Role::Messages => Some(&MESSAGES_TAKEN),
+            Role::Primary => None,
+        }
+    }
+}
 
 /// How the worker reads its channel.
 enum Io {
@@ -99,7 +76,8 @@ impl Io {
     }
 }
 
-/// The worker's native side of the channel.
+/// One end of a channel driven from JS: the worker's two channels, and the
+/// primary's end of each worker's message channel.
 #[napi]
 pub struct WorkerChannel {
     io: Option<Io>,
@@ -107,18 +85,28 @@ pub struct WorkerChannel {
 
 #[napi]
 impl WorkerChannel {
-    /// Takes over the channel at `fd`; `ppid` is the primary's pid (the worker
-    /// dies with it). `callback` receives arrays of frames.
+    /// Takes over the channel at `fd`. `role` is `"control"` (the default:
+    /// the worker's channel to the reactor; `ppid` is the primary's pid, and
+    /// the worker dies with it), `"messages"` (the worker's message channel)
+    /// or `"primary"` (the primary's end of a worker's message channel).
+    /// `callback` receives batches of frames (flat arrays, see
+    /// `lib/frames.js`).
     #[napi(constructor, catch_unwind)]
     pub fn new(
         env: Env,
         fd: i32,
         ppid: i32,
-        callback: Function<Vec<WorkerFrame>, ()>,
+        callback: Function<FrameBatch, ()>,
+        role: Option<String>,
     ) -> Result<Self> {
-        // The channel fd is taken over once per process; a second taker (a
-        // preload run again on another thread) gets an error, not a double close.
-        if CHANNEL_TAKEN.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        let role = Role::parse(role.as_deref())?;
+        // A worker's channel fds are taken over once per process; a second
+        // taker (a preload run again on another thread) gets an error, not a
+        // double close.
+        if role
+            .taken()
+            .is_some_and(|t| t.swap(true, std::sync::atomic::Ordering::SeqCst))
+        {
             return Err(napi::Error::from_reason(
                 "the rcluster channel is already open in this process",
             ));
@@ -129,11 +117,16 @@ impl WorkerChannel {
                 "rcluster channel fd {fd} is not open"
             )));
         }
-        worker_io::die_with_parent(ppid);
-        // SAFETY: the primary placed the channel at `fd` for this process and
-        // nothing else in the process owns it; JS hands it over exactly once.
+        if role == Role::Control {
+            worker_io::die_with_parent(ppid);
+        }
+        // SAFETY: the primary placed the channel at `fd` for this process (or,
+        // for the primary's end, the spawner gave it to JS) and nothing else
+        // in the process owns it; JS hands it over exactly once.
         let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-        if std::env::var_os("RCLUSTER_WORKER_IO").is_none_or(|v| v != "thread") {
+        let thread = role != Role::Primary
+            && std::env::var_os("RCLUSTER_WORKER_IO").is_some_and(|v| v == "thread");
+        if !thread {
             crate::sys::set_cloexec(fd, true).map_err(io_err)?;
             let channel = Arc::new(Channel::new(owned).map_err(io_err)?);
             let uv_loop = env.get_uv_event_loop()?;
@@ -145,7 +138,6 @@ impl WorkerChannel {
                     uv_loop as *mut std::ffi::c_void,
                     callback.raw(),
                     channel.clone(),
-                    to_js,
                 )
             };
             if let Some(uv) = uv {
@@ -162,11 +154,11 @@ impl WorkerChannel {
         Self::with_thread(owned, callback)
     }
 
-    fn with_thread(owned: OwnedFd, callback: Function<Vec<WorkerFrame>, ()>) -> Result<Self> {
+    fn with_thread(owned: OwnedFd, callback: Function<FrameBatch, ()>) -> Result<Self> {
         let tsfn = callback
             .build_threadsafe_function::<Vec<WorkerEvent>>()
             .weak::<true>()
-            .build_callback(|ctx| Ok(ctx.value.into_iter().map(to_js).collect::<Vec<_>>()))?;
+            .build_callback(|ctx| Ok(FrameBatch(ctx.value)))?;
         let io = WorkerIo::start(
             owned,
             Box::new(move |batch| {
@@ -187,7 +179,7 @@ impl WorkerChannel {
         kind: u32,
         flags: u32,
         id: f64,
-        data: Option<Buffer>,
+        data: Option<BufferSlice>,
         fd: Option<i32>,
     ) -> Result<u32> {
         let io = self.io()?;
@@ -195,13 +187,13 @@ impl WorkerChannel {
         let kind = Kind::from_u8(kind as u8)
             .ok_or_else(|| napi::Error::from_reason(format!("unknown frame kind {kind}")))?;
         let pass = fd.map(dup_js_fd).transpose()?;
-        let payload = data.map(|d| d.to_vec()).unwrap_or_default();
+        let payload: &[u8] = data.as_deref().unwrap_or(&[]);
         if kind == Kind::Message {
-            ch.send_message(flags as u8, payload, pass)
+            ch.send_message_from(flags as u8, payload, pass)
         } else if kind == Kind::Relay {
-            ch.send_relay(flags as u8, payload)
+            ch.send_relay(flags as u8, payload.to_vec())
         } else {
-            ch.send_frame(kind, flags as u8, id as u64, &payload, pass)
+            ch.send_frame(kind, flags as u8, id as u64, payload, pass)
         }
         .map_err(io_err)?;
         let queued = ch.queued_bytes();
@@ -236,7 +228,18 @@ impl WorkerChannel {
         Ok(())
     }
 
-    /// Closes the channel; the primary sees the worker disconnect.
+    /// The frames waiting now, read at once instead of on the next poll (the
+    /// primary calls it before reporting a worker's exit). Empty when a
+    /// reader thread drives the channel.
+    #[napi(catch_unwind)]
+    pub fn drain(&self) -> FrameBatch {
+        match &self.io {
+            Some(Io::Uv(u)) => FrameBatch(u.drain()),
+            _ => FrameBatch(Vec::new()),
+        }
+    }
+
+    /// Closes the channel; the other side sees it disconnect.
     #[napi(catch_unwind)]
     pub fn close(&mut self) {
         match self.io.take() {

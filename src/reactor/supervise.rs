@@ -64,17 +64,28 @@ pub fn with_id(env: &[String], id: u32) -> Vec<String> {
     out
 }
 
-/// Spawns worker `id` with `opts` and registers it; returns its handle and
-/// the parent ends of its pipes.
-pub fn spawn_worker(
-    registry: &Registry,
-    id: u32,
-    opts: &SpawnOptions,
-) -> std::io::Result<(Handle, Vec<Option<OwnedFd>>)> {
+/// A worker just spawned by [`spawn_worker`].
+pub struct Started {
+    pub handle: Handle,
+    /// The parent ends of its pipes (see [`spawn::Spawned::pipes`]).
+    pub pipes: Vec<Option<OwnedFd>>,
+    /// The primary's end of its message channel, when `opts.stdio` has a
+    /// [`spawn::Stdio::Messages`] slot: read by the primary's JS thread, not
+    /// by the reactor.
+    pub messages: Option<OwnedFd>,
+}
+
+/// Spawns worker `id` with `opts` and registers it.
+pub fn spawn_worker(registry: &Registry, id: u32, opts: &SpawnOptions) -> std::io::Result<Started> {
     let mut opts = opts.clone();
     opts.env = with_id(&opts.env, id);
     let (ours, theirs) = Channel::pair()?;
-    let spawned = spawn::spawn(&opts, Some(&theirs))?;
+    let messages = if opts.stdio.contains(&spawn::Stdio::Messages) {
+        Some(crate::sys::channel_pair()?)
+    } else {
+        None
+    };
+    let spawned = spawn::spawn(&opts, Some(&theirs), messages.as_ref().map(|m| &m.1))?;
     drop(theirs);
     let handle = Handle {
         channel: Arc::new(ours),
@@ -82,7 +93,11 @@ pub fn spawn_worker(
         pid: spawned.pid,
     };
     registry.workers.lock().insert(id, handle.clone());
-    Ok((handle, spawned.pipes))
+    Ok(Started {
+        handle,
+        pipes: spawned.pipes,
+        messages: messages.map(|(ours, _)| ours),
+    })
 }
 
 /// Commands from JS to the supervisor.
@@ -360,7 +375,11 @@ impl Loop {
         let opts = self.sup.slots.get(&slot)?.spawn.clone();
         let id = self.sup.registry.allocate();
         match spawn_worker(&self.sup.registry, id, &opts) {
-            Ok((h, pipes)) => {
+            Ok(Started {
+                handle: h,
+                pipes,
+                messages,
+            }) => {
                 self.add_worker(id, slot, h.channel.clone(), h.process.clone());
                 if let Some(s) = self.sup.slots.get_mut(&slot) {
                     s.restarts += 1;
@@ -379,6 +398,7 @@ impl Loop {
                         .into_iter()
                         .map(|p| p.map(IntoRawFd::into_raw_fd).unwrap_or(-1))
                         .collect(),
+                    messages: messages.map_or(-1, IntoRawFd::into_raw_fd),
                     reason: reason.to_string(),
                 });
                 Some(id)

@@ -38,7 +38,7 @@ impl FakeWorker {
             stdio: vec![Stdio::Ignore, Stdio::Ignore, Stdio::Ignore],
             ..Default::default()
         };
-        let s = spawn::spawn(&opts, None).unwrap();
+        let s = spawn::spawn(&opts, None, None).unwrap();
         let process = Arc::new(s.process);
         reactor.add_worker(id, slot, Arc::new(primary), process.clone());
         FakeWorker {
