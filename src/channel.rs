@@ -947,4 +947,66 @@ mod tests {
         a.close_output();
         assert!(a.send_frame(Kind::Online, 0, 0, &[], None).is_err());
     }
+
+    #[test]
+    fn message_from_a_borrowed_payload_goes_direct_then_queues_when_full() {
+        let (a, b) = pair();
+        // Idle: written at once, an fd riding along.
+        let (x, y) = sys::channel_pair().unwrap();
+        drop(y);
+        assert_eq!(
+            a.send_message_from(0, b"first", Some(x)).unwrap(),
+            Flush::Done
+        );
+        // Until the socket is full; then copies are queued, in order.
+        let big = vec![7u8; 4000];
+        let mut sent = 1;
+        while a.send_message_from(0, &big, None).unwrap() == Flush::Done {
+            sent += 1;
+            assert!(sent < 100_000, "the socket never filled");
+        }
+        sent += 1;
+        for _ in 0..3 {
+            assert_eq!(
+                a.send_message_from(0, b"later", None).unwrap(),
+                Flush::Pending
+            );
+        }
+        // Larger than a packet: chunked as usual.
+        a.send_message_from(0, &vec![9u8; MAX_PAYLOAD + 10], None)
+            .unwrap();
+        let mut inbox = Inbox::default();
+        let first = read_frame(&mut inbox, &b);
+        assert_eq!(first.payload, b"first");
+        assert!(first.fd.is_some());
+        let mut got = 1;
+        let mut later = 0;
+        let mut chunked = false;
+        while !chunked {
+            while a.flush().unwrap() == Flush::Pending {
+                match inbox.read(&b).unwrap() {
+                    Read::Frame(f) => {
+                        got += 1;
+                        later += usize::from(f.payload == b"later");
+                    }
+                    Read::Partial | Read::Empty => {}
+                    Read::Eof => panic!("eof"),
+                }
+            }
+            match inbox.read(&b).unwrap() {
+                Read::Frame(f) if f.payload.len() == MAX_PAYLOAD + 10 => chunked = true,
+                Read::Frame(f) => {
+                    got += 1;
+                    assert!(later == 0 || f.payload == b"later", "order kept");
+                    later += usize::from(f.payload == b"later");
+                }
+                Read::Partial | Read::Empty => {}
+                Read::Eof => panic!("eof"),
+            }
+        }
+        assert_eq!(got, sent + 3);
+        assert_eq!(later, 3);
+        a.close_output();
+        assert!(a.send_message_from(0, b"x", None).is_err());
+    }
 }

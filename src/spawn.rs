@@ -310,14 +310,14 @@ mod tests {
     }
 
     #[test]
-    fn channel_lands_on_its_fd_and_signal_kills() {
+    fn channels_land_on_their_fds_and_signal_kills() {
         let (ours, theirs) = sys::channel_pair().unwrap();
         let opts = SpawnOptions {
             file: "/bin/sh".into(),
             argv: vec![
                 "sh".into(),
                 "-c".into(),
-                "test -S /dev/fd/3 && echo ok >&3; sleep 5".into(),
+                "test -S /dev/fd/3 && test -S /dev/fd/4 && echo ok >&3; sleep 5".into(),
             ],
             env: vec![],
             cwd: None,
@@ -326,10 +326,15 @@ mod tests {
                 Stdio::Inherit,
                 Stdio::Inherit,
                 Stdio::Channel,
+                Stdio::Messages,
             ],
         };
-        let s = spawn(&opts, Some(&theirs), None).unwrap();
+        let (_messages, their_messages) = sys::channel_pair().unwrap();
+        // Each channel kind needs its socket.
+        assert!(spawn(&opts, Some(&theirs), None).is_err());
+        let s = spawn(&opts, Some(&theirs), Some(&their_messages)).unwrap();
         drop(theirs);
+        drop(their_messages);
         let mut buf = [0u8; 16];
         sys::set_nonblocking(ours.as_raw_fd(), false).unwrap();
         let r = sys::recv_packet(ours.as_raw_fd(), &mut buf);
