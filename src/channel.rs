@@ -85,6 +85,10 @@ impl Outbox {
     }
 }
 
+/// Largest message payload copied into one buffer for `send(2)` rather than
+/// gathered by `sendmsg(2)` (see [`Channel::send_message_from`]).
+const SMALL_MESSAGE: usize = 2048;
+
 /// Most packets gathered into one write on a stream channel.
 const MAX_GATHER: usize = 64;
 /// Most bytes gathered into one write on a stream channel.
@@ -279,12 +283,24 @@ impl Channel {
                 Header::new(Kind::Message, flags, fd.is_some() as u16, payload.len(), id)
                     .write(&mut header);
                 let iov = [IoSlice::new(&header), IoSlice::new(payload)];
+                // A small message without an fd goes out of one buffer (send(2)).
+                let mut flat = [0u8; HEADER_LEN + SMALL_MESSAGE];
+                let small = fd.is_none() && payload.len() <= SMALL_MESSAGE;
+                if small {
+                    flat[..HEADER_LEN].copy_from_slice(&header);
+                    flat[HEADER_LEN..HEADER_LEN + payload.len()].copy_from_slice(payload);
+                }
                 loop {
-                    match sys::send_packet(
-                        self.fd.as_raw_fd(),
-                        &iov,
-                        fd.as_ref().map(AsRawFd::as_raw_fd),
-                    ) {
+                    let r = if small {
+                        sys::send_bytes(self.fd.as_raw_fd(), &flat[..HEADER_LEN + payload.len()])
+                    } else {
+                        sys::send_packet(
+                            self.fd.as_raw_fd(),
+                            &iov,
+                            fd.as_ref().map(AsRawFd::as_raw_fd),
+                        )
+                    };
+                    match r {
                         // The fd (our copy) is closed on return: the receiver has its own.
                         Ok(_) => return Ok(Flush::Done),
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

@@ -215,6 +215,21 @@ pub fn send_packet(fd: RawFd, iov: &[IoSlice<'_>], pass: Option<RawFd>) -> io::R
     cvt_size(unsafe { libc::sendmsg(fd, &msg, SEND_FLAGS) })
 }
 
+/// Sends one packet from one contiguous buffer, without an fd: `send(2)`,
+/// which spares the kernel the message header and iovec copies of
+/// `sendmsg(2)`. Returns the bytes sent.
+pub fn send_bytes(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the call.
+    cvt_size(unsafe {
+        libc::send(
+            fd,
+            buf.as_ptr() as *const libc::c_void,
+            buf.len(),
+            SEND_FLAGS,
+        )
+    })
+}
+
 /// Sends several packets with one `sendmmsg` call (a single packet, or
 /// anywhere but Linux: one [`send_packet`]): packet `i` is `packets[i].0`
 /// with at most one fd. Returns how many packets were sent; `WouldBlock`
