@@ -60,15 +60,17 @@ class WorkerProcess extends EventEmitter {
     this.stdin = this.stdio[0] || null;
     this.stdout = this.stdio[1] || null;
     this.stderr = this.stdio[2] || null;
-    // The message channel (`_msg`, opened by the primary) when there is one;
-    // otherwise messages go through the reactor.
+    // The message channel (`_msg`, opened by the primary, `_split` from
+    // then on); without one, messages go through the reactor.
     this._msg = null;
     this._split = false;
     ipc.setupChannel(this, {
       advanced,
-      write: (data, flags, fd) => (this._msg !== null ?
-        this._msg.send(F.MESSAGE, flags, 0, data, fd) :
-        native.send(id, data, flags, fd)),
+      write: (data, flags, fd) => {
+        if (!this._split) return native.send(id, data, flags, fd);
+        if (this._msg === null) throw errors.channelClosed();
+        return this._msg.send(F.MESSAGE, flags, 0, data, fd);
+      },
       close: () => {
         if (this._msg !== null) {
           const msg = this._msg;
