@@ -6,7 +6,7 @@
 //! to build through Node-API than one object per event (no property names to
 //! look up, no hidden-class transitions), and it is built on every read.
 
-use std::os::fd::IntoRawFd;
+use std::os::fd::{AsRawFd, IntoRawFd};
 use std::ptr;
 
 use napi::bindgen_prelude::{Buffer, ToNapiValue};
@@ -41,9 +41,13 @@ impl ToNapiValue for FrameBatch {
         ))?;
         for (i, e) in val.0.into_iter().enumerate() {
             let base = (i * SLOTS) as u32;
+            // An fd becomes JS's once its slot is stored; until then (an
+            // error below) it stays owned here and is closed.
+            let mut owned = None;
             let (kind, flags, id, fd, listener, payload) = match e {
                 WorkerEvent::Frame(f) => {
-                    let fd = f.fd.map(IntoRawFd::into_raw_fd).unwrap_or(-1);
+                    owned = f.fd;
+                    let fd = owned.as_ref().map_or(-1, AsRawFd::as_raw_fd);
                     let mut listener = 0;
                     let payload = if f.kind == Kind::Conn {
                         listener = frame::decode_u32(Kind::Conn, &f.payload).unwrap_or(0);
@@ -94,6 +98,8 @@ impl ToNapiValue for FrameBatch {
                     set(env, arr, base + 5, Buffer::to_napi_value(env, b.into())?)?;
                 }
             }
+            // Every slot stored: JS owns the fd now.
+            let _ = owned.map(IntoRawFd::into_raw_fd);
         }
         Ok(arr)
     }
