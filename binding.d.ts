@@ -42,6 +42,11 @@ export declare class Primary {
   send(id: number, data: Buffer, flags: number, fd?: number | undefined | null): number
   /** Sends a control frame (JSON payload) to worker `id`. */
   control(id: number, data: Buffer): void
+  /**
+   * Waits (at most 2 s) until the reactor has read sync token `seq` on
+   * worker `id`'s control channel (see `Registry::wait_synced`).
+   */
+  awaitSync(id: number, seq: number): boolean
   /** Signals worker `id` (through its pidfd on Linux: never a recycled pid). */
   kill(id: number, signal: number): void
   /**

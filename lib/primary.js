@@ -920,6 +920,18 @@ function onMessageFrame(entry, id, f) {
     case F.EXITED_AFTER_DISCONNECT:
       worker.exitedAfterDisconnect = true;
       break;
+    case F.CONTROL: {
+      // A sync token (see lib/worker.js): what follows it is seen after
+      // what the worker did on its control channel before it.
+      let m = null;
+      try {
+        m = JSON.parse(f.data.toString());
+      } catch {
+        // Not ours to read.
+      }
+      if (m !== null && m.op === 'sync' && Number.isSafeInteger(m.seq) && core !== null) core.awaitSync(id, m.seq);
+      break;
+    }
     case F.EV_ERROR:
       emitWorkerError(worker, `worker ${id}: ${f.message}`);
       break;

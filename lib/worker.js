@@ -63,6 +63,22 @@ function sendFrame(kind, payload, id = 0) {
   }
 }
 
+// A token sent on both channels after a control frame whose effect later
+// messages may rely on (a server's close: its socket file is gone, its port
+// refuses): the primary's JS, meeting it among the messages, waits until
+// the reactor has read it too, as if both went on one channel (Node's).
+let syncSeq = 0;
+function syncChannels() {
+  if (msgs === null) return;
+  const data = Buffer.from(JSON.stringify({ op: 'sync', seq: ++syncSeq }));
+  try {
+    chan.send(F.CONTROL, 0, 0, data);
+    msgs.send(F.CONTROL, 0, 0, data);
+  } catch {
+    // The channel is gone; the disconnect event tells the rest.
+  }
+}
+
 /** Closes both channels (the primary sees the worker disconnect). */
 function closeChannels() {
   if (msgs !== null) msgs.close();
@@ -382,6 +398,7 @@ function rr(reply, { obj, pipe, indexesKey, index }, cb) {
     if (key === undefined) return;
     unref();
     sendFrame(F.CLOSE_LISTEN, u32(key));
+    syncChannels();
     listeners.delete(key);
     removeIndexesKey(indexesKey, index);
     key = undefined;
@@ -414,12 +431,14 @@ function shared(reply, fd, { obj, kind, indexesKey, index }, cb) {
   if (handle === null) {
     // Not usable here: leave the listener so the primary can close it.
     sendFrame(F.CLOSE_LISTEN, u32(key));
+    syncChannels();
     removeIndexesKey(indexesKey, index);
     return cb(-9 /* EBADF */, null);
   }
   const close = handle.close;
   handle.close = function closeShared(...args) {
     sendFrame(F.CLOSE_LISTEN, u32(key));
+    syncChannels();
     listeners.delete(key);
     removeIndexesKey(indexesKey, index);
     return close.apply(handle, args);

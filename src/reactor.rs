@@ -776,6 +776,10 @@ impl Loop {
                 }
                 Err(e) => self.worker_gone(id, Some(format!("worker {id}: {e}"))),
             },
+            Kind::Control if sync_token(&f.payload).is_some() => {
+                let seq = sync_token(&f.payload).expect("checked");
+                self.registry.mark_synced(id, seq);
+            }
             Kind::Listening | Kind::ExitedAfterDisconnect | Kind::Control => {
                 self.sup_frame(id, f.kind, &f.payload);
                 self.events.push(Event::Frame {
@@ -796,6 +800,7 @@ impl Loop {
 
     /// The worker's channel is gone (EOF, error, or its process died).
     fn worker_gone(&mut self, id: u32, error: Option<String>) {
+        self.registry.forget_synced(id);
         let Some(w) = self.workers.get_mut(&id) else {
             return;
         };
@@ -921,4 +926,18 @@ impl Loop {
         });
         self.sup_exit(id, code, signal);
     }
+}
+
+/// The token of a `{"op":"sync","seq":n}` control frame (see
+/// [`Registry::wait_synced`]).
+fn sync_token(payload: &[u8]) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Sync<'a> {
+        op: &'a str,
+        seq: u64,
+    }
+    serde_json::from_slice::<Sync>(payload)
+        .ok()
+        .filter(|s| s.op == "sync")
+        .map(|s| s.seq)
 }

@@ -356,6 +356,14 @@ impl Primary {
         Ok(())
     }
 
+    /// Waits (at most 2 s) until the reactor has read sync token `seq` on
+    /// worker `id`'s control channel (see `Registry::wait_synced`).
+    #[napi(catch_unwind)]
+    pub fn await_sync(&self, id: u32, seq: f64) -> bool {
+        self.registry
+            .wait_synced(id, seq as u64, Duration::from_secs(2))
+    }
+
     /// Signals worker `id` (through its pidfd on Linux: never a recycled pid).
     #[napi(catch_unwind)]
     pub fn kill(&self, id: u32, signal: i32) -> Result<()> {
@@ -400,6 +408,7 @@ impl Primary {
     #[napi(catch_unwind)]
     pub fn forget(&self, id: u32) {
         self.registry.workers.lock().remove(&id);
+        self.registry.drop_synced(id);
     }
 
     /// Stops the reactor (listeners close; workers see their channel close).

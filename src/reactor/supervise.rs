@@ -43,12 +43,55 @@ pub struct Registry {
     pub workers: Mutex<HashMap<u32, Handle>>,
     /// Message bytes read from each worker that JavaScript has not taken yet.
     pub backlog: super::MessageBacklog,
+    /// Per worker, the last sync token the reactor read on its control
+    /// channel (`u64::MAX` once the worker is gone); see [`Registry::wait_synced`].
+    synced: parking_lot::Mutex<HashMap<u32, u64>>,
+    sync_cv: parking_lot::Condvar,
 }
 
 impl Registry {
     /// The next worker id (1, 2, 3... as in Node).
     pub fn allocate(&self) -> u32 {
         self.next.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// The reactor read sync token `seq` on worker `id`'s control channel:
+    /// every frame the worker wrote there before it has been handled.
+    pub fn mark_synced(&self, id: u32, seq: u64) {
+        let mut m = self.synced.lock();
+        let e = m.entry(id).or_default();
+        *e = (*e).max(seq);
+        self.sync_cv.notify_all();
+    }
+
+    /// Worker `id` is gone: nobody waits for its tokens any longer.
+    pub fn forget_synced(&self, id: u32) {
+        self.synced.lock().insert(id, u64::MAX);
+        self.sync_cv.notify_all();
+    }
+
+    /// Waits (at most `timeout`) until the reactor has read sync token `seq`
+    /// of worker `id`. A worker sends the same token on both of its channels
+    /// after a control frame whose effect its later messages may rely on
+    /// (closing a server): the primary's JS, meeting the token among the
+    /// messages, waits here, so those messages are seen after the effect, as
+    /// on Node's single channel. False on timeout.
+    pub fn wait_synced(&self, id: u32, seq: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut m = self.synced.lock();
+        loop {
+            if m.get(&id).is_some_and(|s| *s >= seq) {
+                return true;
+            }
+            if self.sync_cv.wait_until(&mut m, deadline).timed_out() {
+                return m.get(&id).is_some_and(|s| *s >= seq);
+            }
+        }
+    }
+
+    /// Forgets worker `id`'s sync state (its exit was reported).
+    pub fn drop_synced(&self, id: u32) {
+        self.synced.lock().remove(&id);
     }
 }
 
@@ -1032,6 +1075,31 @@ pub fn rss_bytes(pid: i32) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn sync_waits_for_the_token_or_the_end_of_the_worker() {
+        let r = std::sync::Arc::new(Registry::default());
+        assert!(!r.wait_synced(1, 1, Duration::from_millis(20)));
+        let r2 = r.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            r2.mark_synced(1, 2);
+        });
+        assert!(r.wait_synced(1, 2, Duration::from_secs(5)));
+        t.join().unwrap();
+        assert!(
+            r.wait_synced(1, 1, Duration::ZERO),
+            "an older token is passed"
+        );
+        assert!(!r.wait_synced(1, 3, Duration::from_millis(10)));
+        r.forget_synced(1);
+        assert!(
+            r.wait_synced(1, 3, Duration::ZERO),
+            "a gone worker never blocks"
+        );
+        r.drop_synced(1);
+        assert!(!r.wait_synced(1, 3, Duration::ZERO));
+    }
+
     use super::*;
 
     #[test]
