@@ -781,6 +781,20 @@ Worker.prototype.destroy = function destroy(signo) {
   this.process.kill(signal);
 };
 
+function emitOnline(worker) {
+  worker.state = 'online';
+  worker.emit('online');
+  if (!worker._agent) cluster.emit('online', worker);
+}
+
+function emitListening(worker, data) {
+  const m = JSON.parse(data.toString());
+  const info = { addressType: m.addressType, address: m.address, port: m.port, fd: m.fd };
+  worker.state = 'listening';
+  worker.emit('listening', info);
+  if (!worker._agent) cluster.emit('listening', worker, info);
+}
+
 function emitWorkerError(worker, message) {
   const err = new Error(message);
   err.code = 'ERR_RCLUSTER_CHANNEL';
@@ -810,24 +824,17 @@ function onEvent(ev) {
   const { worker, proc } = entry;
   // A worker with a message channel says these on it, in order with its
   // messages; the reactor's copies (from the control channel) are ignored.
-  if (proc._split && !ev.fromMessages && FROM_MESSAGES.has(ev.kind)) return;
+  if (proc._split && FROM_MESSAGES.has(ev.kind)) return;
   switch (ev.kind) {
     case 'online':
-      worker.state = 'online';
-      worker.emit('online');
-      if (!worker._agent) cluster.emit('online', worker);
+      emitOnline(worker);
       break;
     case 'message':
       ipc.deliver(proc, ev.text !== undefined ? ev.text : ev.data, ev.flags, ev.fd === undefined ? -1 : ev.fd);
       break;
-    case 'listening': {
-      const m = JSON.parse(ev.data.toString());
-      const info = { addressType: m.addressType, address: m.address, port: m.port, fd: m.fd };
-      worker.state = 'listening';
-      worker.emit('listening', info);
-      if (!worker._agent) cluster.emit('listening', worker, info);
+    case 'listening':
+      emitListening(worker, ev.data);
       break;
-    }
     case 'exitedAfterDisconnect':
       worker.exitedAfterDisconnect = true;
       break;
@@ -912,26 +919,19 @@ function onMessageFrame(entry, id, f) {
       break;
     }
     case F.ONLINE:
-      onEvent({ kind: 'online', worker: id, fromMessages: true });
+      emitOnline(worker);
       break;
     case F.LISTENING:
-      onEvent({ kind: 'listening', worker: id, data: f.data, fromMessages: true });
+      emitListening(worker, f.data);
       break;
     case F.EXITED_AFTER_DISCONNECT:
       worker.exitedAfterDisconnect = true;
       break;
-    case F.CONTROL: {
-      // A sync token (see lib/worker.js): what follows it is seen after
-      // what the worker did on its control channel before it.
-      let m = null;
-      try {
-        m = JSON.parse(f.data.toString());
-      } catch {
-        // Not ours to read.
-      }
-      if (m !== null && m.op === 'sync' && Number.isSafeInteger(m.seq) && core !== null) core.awaitSync(id, m.seq);
+    case F.CLOSE_LISTEN:
+      // The copy of a server's close (see closeListen in lib/worker.js):
+      // what follows is seen once the reactor has handled the close.
+      if (f.id > 0 && core !== null) core.awaitSync(id, f.id);
       break;
-    }
     case F.EV_ERROR:
       emitWorkerError(worker, `worker ${id}: ${f.message}`);
       break;

@@ -63,17 +63,19 @@ function sendFrame(kind, payload, id = 0) {
   }
 }
 
-// A token sent on both channels after a control frame whose effect later
-// messages may rely on (a server's close: its socket file is gone, its port
-// refuses): the primary's JS, meeting it among the messages, waits until
-// the reactor has read it too, as if both went on one channel (Node's).
-let syncSeq = 0;
-function syncChannels() {
+// Closing a server goes to the reactor and, with the same token as frame
+// id, on the message channel too: the primary's JS waits at that copy until
+// the reactor has read the first, so the messages sent after the close are
+// seen after its effect (socket file gone, port closed), as on Node's one
+// channel.
+let closeSeq = 0;
+function closeListen(key) {
+  const payload = u32(key);
+  const seq = ++closeSeq;
+  sendFrame(F.CLOSE_LISTEN, payload, seq);
   if (msgs === null) return;
-  const data = Buffer.from(JSON.stringify({ op: 'sync', seq: ++syncSeq }));
   try {
-    chan.send(F.CONTROL, 0, 0, data);
-    msgs.send(F.CONTROL, 0, 0, data);
+    msgs.send(F.CLOSE_LISTEN, 0, seq, payload);
   } catch {
     // The channel is gone; the disconnect event tells the rest.
   }
@@ -397,8 +399,7 @@ function rr(reply, { obj, pipe, indexesKey, index }, cb) {
   function close() {
     if (key === undefined) return;
     unref();
-    sendFrame(F.CLOSE_LISTEN, u32(key));
-    syncChannels();
+    closeListen(key);
     listeners.delete(key);
     removeIndexesKey(indexesKey, index);
     key = undefined;
@@ -430,15 +431,13 @@ function shared(reply, fd, { obj, kind, indexesKey, index }, cb) {
     handles.open(fd, kind === 'pipe', true);
   if (handle === null) {
     // Not usable here: leave the listener so the primary can close it.
-    sendFrame(F.CLOSE_LISTEN, u32(key));
-    syncChannels();
+    closeListen(key);
     removeIndexesKey(indexesKey, index);
     return cb(-9 /* EBADF */, null);
   }
   const close = handle.close;
   handle.close = function closeShared(...args) {
-    sendFrame(F.CLOSE_LISTEN, u32(key));
-    syncChannels();
+    closeListen(key);
     listeners.delete(key);
     removeIndexesKey(indexesKey, index);
     return close.apply(handle, args);

@@ -773,13 +773,14 @@ impl Loop {
                         w.listening.retain(|l| *l != lid);
                     }
                     self.leave_listener(id, lid);
+                    // Its id, when set, is the token the primary's JS waits
+                    // for on the message channel (see Registry::wait_synced).
+                    if f.id != 0 {
+                        self.registry.mark_synced(id, f.id);
+                    }
                 }
                 Err(e) => self.worker_gone(id, Some(format!("worker {id}: {e}"))),
             },
-            Kind::Control if sync_token(&f.payload).is_some() => {
-                let seq = sync_token(&f.payload).expect("checked");
-                self.registry.mark_synced(id, seq);
-            }
             Kind::Listening | Kind::ExitedAfterDisconnect | Kind::Control => {
                 self.sup_frame(id, f.kind, &f.payload);
                 self.events.push(Event::Frame {
@@ -926,18 +927,4 @@ impl Loop {
         });
         self.sup_exit(id, code, signal);
     }
-}
-
-/// The token of a `{"op":"sync","seq":n}` control frame (see
-/// [`Registry::wait_synced`]).
-fn sync_token(payload: &[u8]) -> Option<u64> {
-    #[derive(serde::Deserialize)]
-    struct Sync<'a> {
-        op: &'a str,
-        seq: u64,
-    }
-    serde_json::from_slice::<Sync>(payload)
-        .ok()
-        .filter(|s| s.op == "sync")
-        .map(|s| s.seq)
 }

@@ -188,7 +188,7 @@ impl WorkerChannel {
             .ok_or_else(|| napi::Error::from_reason(format!("unknown frame kind {kind}")))?;
         let pass = fd.map(dup_js_fd).transpose()?;
         let payload: &[u8] = data.as_deref().unwrap_or(&[]);
-        if kind == Kind::Message {
+        let flush = if kind == Kind::Message {
             ch.send_message_from(flags as u8, payload, pass)
         } else if kind == Kind::Relay {
             ch.send_relay(flags as u8, payload.to_vec())
@@ -196,11 +196,12 @@ impl WorkerChannel {
             ch.send_frame(kind, flags as u8, id as u64, payload, pass)
         }
         .map_err(io_err)?;
-        let queued = ch.queued_bytes();
-        if queued > 0 {
-            io.sent(Flush::Pending);
+        // Done: the queue is empty (only this thread sends on it).
+        if flush == Flush::Done {
+            return Ok(0);
         }
-        Ok(queued.min(u32::MAX as usize) as u32)
+        io.sent(Flush::Pending);
+        Ok(ch.queued_bytes().min(u32::MAX as usize) as u32)
     }
 
     /// Acknowledges connections: taken ones and refused ones. `open`, when

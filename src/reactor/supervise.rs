@@ -43,8 +43,8 @@ pub struct Registry {
     pub workers: Mutex<HashMap<u32, Handle>>,
     /// Message bytes read from each worker that JavaScript has not taken yet.
     pub backlog: super::MessageBacklog,
-    /// Per worker, the last sync token the reactor read on its control
-    /// channel (`u64::MAX` once the worker is gone); see [`Registry::wait_synced`].
+    /// Per worker, the last sync token (a close's frame id) the reactor read
+    /// on its control channel (`u64::MAX` once the worker is gone); see [`Registry::wait_synced`].
     synced: parking_lot::Mutex<HashMap<u32, u64>>,
     sync_cv: parking_lot::Condvar,
 }
@@ -71,11 +71,11 @@ impl Registry {
     }
 
     /// Waits (at most `timeout`) until the reactor has read sync token `seq`
-    /// of worker `id`. A worker sends the same token on both of its channels
-    /// after a control frame whose effect its later messages may rely on
-    /// (closing a server): the primary's JS, meeting the token among the
-    /// messages, waits here, so those messages are seen after the effect, as
-    /// on Node's single channel. False on timeout.
+    /// of worker `id`. A worker closing a server sends the close on both of
+    /// its channels with the same token as frame id: the primary's JS,
+    /// meeting it among the messages, waits here, so the messages after it
+    /// are seen after the close took effect, as on Node's single channel.
+    /// False on timeout.
     pub fn wait_synced(&self, id: u32, seq: u64, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let mut m = self.synced.lock();
