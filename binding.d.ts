@@ -124,6 +124,13 @@ export interface DispatchCounters {
 /** Duplicates an fd (close-on-exec); JS owns the copy. */
 export declare function dupFd(fd: number): number
 
+/**
+ * Whether this is the process's main thread. A worker's bootstrap runs again
+ * in worker threads and in Node's loader-hooks thread; only the main thread
+ * takes the channel. (Cheaper than loading `worker_threads` at startup.)
+ */
+export declare function isMainThread(): boolean
+
 /** One event for the primary's JS (batched into an array per callback). */
 export interface PrimaryEvent {
   /**

@@ -839,3 +839,4 @@ module.exports.Primary = nativeBinding.Primary
 module.exports.WorkerChannel = nativeBinding.WorkerChannel
 module.exports.closeFd = nativeBinding.closeFd
 module.exports.dupFd = nativeBinding.dupFd
+module.exports.isMainThread = nativeBinding.isMainThread

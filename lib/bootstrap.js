@@ -36,11 +36,17 @@ function dropPrivileges(cfg) {
 
 const raw = process.env[KEY];
 // Only the worker's main thread owns the channel: Node 20's module.register()
-// hooks thread (and any worker_threads) run --require preloads again.
-const { isMainThread } = require('worker_threads');
-if (raw !== undefined && globalThis[GLOBAL] === undefined && isMainThread) {
+// hooks thread (and any worker_threads) run --require preloads again, and may
+// have copied the environment before the main thread removed the variable.
+// The addon tells (loading `worker_threads` here would cost ~2 ms of every
+// worker's startup).
+function ownsChannel(cfg) {
+  if (typeof cfg.addon === 'string') require('./addon-path').value = cfg.addon;
+  return require('./native').isMainThread();
+}
+const cfg = raw !== undefined && globalThis[GLOBAL] === undefined ? JSON.parse(raw) : undefined;
+if (cfg !== undefined && ownsChannel(cfg)) {
   delete process.env[KEY];
-  const cfg = JSON.parse(raw);
   // The worker id is set by the Rust spawner (restarts get new ids).
   if (process.env.RCLUSTER_WORKER_ID !== undefined) {
     cfg.id = Number(process.env.RCLUSTER_WORKER_ID);
@@ -53,7 +59,6 @@ if (raw !== undefined && globalThis[GLOBAL] === undefined && isMainThread) {
       break;
     }
   }
-  if (typeof cfg.addon === 'string') require('./addon-path').value = cfg.addon;
   const cluster = require('./worker');
   globalThis[GLOBAL] = cluster;
   dropPrivileges(cfg);

@@ -10,7 +10,9 @@
 // created one: a socket that starts to connect owns a fresh handle at once.
 
 const net = require('net');
-const dgram = require('dgram');
+// dgram loads on first use: most workers never pass a UDP socket, and every
+// module loaded here is paid for in each worker's startup.
+const dgram = () => require('dgram');
 const native = require('./native');
 
 const SOCKET = 0; // TCPConstants.SOCKET === PipeConstants.SOCKET
@@ -41,7 +43,7 @@ function dgramState(socket) {
 
 function udpConstructor() {
   if (UDP === null) {
-    const s = dgram.createSocket('udp4');
+    const s = dgram().createSocket('udp4');
     UDP = dgramState(s).handle.constructor;
     s.close();
   }
@@ -77,7 +79,7 @@ function describeForSend(handle) {
   if (kind === 'TCP' || kind === 'Pipe') {
     return { type: 'net.Native', fd: handle.fd, extra: kind === 'Pipe' ? { pipe: true } : {}, raw: handle };
   }
-  if (handle instanceof dgram.Socket) {
+  if (handle instanceof dgram().Socket) {
     const state = dgramState(handle);
     const h = state && state.handle;
     return { type: 'dgram.Socket', fd: fdOf(h), extra: { dgramType: handle.type }, raw: h };
@@ -155,7 +157,7 @@ function fromReceived(wrapper, fd, emit) {
         return emit(undefined);
       }
       if (wrapper.type === 'dgram.Native') return emit(h);
-      const socket = dgram.createSocket(wrapper.dgramType === 'udp6' ? 'udp6' : 'udp4');
+      const socket = dgram().createSocket(wrapper.dgramType === 'udp6' ? 'udp6' : 'udp4');
       socket.bind(h, () => emit(socket));
       return undefined;
     }

@@ -579,6 +579,26 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(pair)
 }
 
+/// Whether the calling thread is the process's initial thread (where Node
+/// runs its main JS thread), as opposed to a worker or loader-hooks thread.
+pub fn is_main_thread() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: the gettid system call and getpid take no arguments and
+        // cannot fail. (The syscall, not glibc's gettid(), which needs 2.30.)
+        unsafe { libc::syscall(libc::SYS_gettid) == libc::getpid() as libc::c_long }
+    }
+    #[cfg(target_os = "macos")]
+    {
+        // SAFETY: pthread_main_np takes no arguments and cannot fail.
+        unsafe { libc::pthread_main_np() == 1 }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "macos")))]
+    {
+        true
+    }
+}
+
 pub use crate::process::ExitStatus;
 
 /// Counts the fds open in this process (for leak tests).
@@ -596,6 +616,13 @@ pub fn count_open_fds() -> usize {
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn main_thread_is_told_apart_from_other_threads() {
+        // Whether the harness runs this test on the main thread varies; every
+        // worker's bootstrap (the node suites) relies on the true case.
+        assert!(!std::thread::spawn(is_main_thread).join().unwrap());
+    }
 
     #[test]
     fn pass_an_fd_and_get_it_back_cloexec() {

@@ -260,6 +260,14 @@ impl WorkerChannel {
     }
 }
 
+/// Whether this is the process's main thread. A worker's bootstrap runs again
+/// in worker threads and in Node's loader-hooks thread; only the main thread
+/// takes the channel. (Cheaper than loading `worker_threads` at startup.)
+#[napi(catch_unwind)]
+pub fn is_main_thread() -> bool {
+    crate::sys::is_main_thread()
+}
+
 /// Closes an fd that JS received but cannot use.
 #[napi(catch_unwind)]
 pub fn close_fd(fd: i32) {
