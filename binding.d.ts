@@ -91,6 +91,13 @@ export declare class WorkerChannel {
    */
   send(kind: number, flags: number, id: number, data?: Buffer | undefined | null, fd?: number | undefined | null): number
   /**
+   * A function `send(flags, text) -> queuedBytes` that writes one JSON
+   * message frame (`text`, a string) on this channel: `send()` without the
+   * method call's overhead (see `text_sender.rs`). It keeps working as
+   * long as the channel is open, then throws ERR_IPC_CHANNEL_CLOSED.
+   */
+  textSender(): unknown
+  /**
    * Acknowledges connections: taken ones and refused ones. `open`, when
    * given, reports the worker's open connections (the `least` policy's
    * count) on the same frame; with nothing to acknowledge it is sent alone.

@@ -37,3 +37,9 @@ test("a killed worker's last messages arrive before 'disconnect' and 'exit'", { 
   assert.ok(exit.ordered);
   assert.deepStrictEqual(exit.events, ['online', 'disconnect:2000', 'exit:2000']);
 });
+
+test('lone messages of every size around the 4 KiB stack copy, multi-byte characters across its edge, arrive unchanged both ways', { timeout: 30000 }, async () => {
+  const exit = await scenario('echo');
+  assert.ok(exit.sent > 100);
+  assert.strictEqual(exit.same, exit.sent);
+});

@@ -63,12 +63,16 @@ class WorkerProcess extends EventEmitter {
     // The message channel (`_msg`, opened by the primary, `_split` from
     // then on); without one, messages go through the reactor.
     this._msg = null;
+    this._sendText = null; // _msg.textSender()
     this._split = false;
     ipc.setupChannel(this, {
       advanced,
       write: (data, flags, fd) => {
-        if (!this._split) return native.send(id, data, flags, fd);
+        if (!this._split) {
+          return native.send(id, typeof data === 'string' ? Buffer.from(data, 'utf8') : data, flags, fd);
+        }
         if (this._msg === null) throw errors.channelClosed();
+        if (typeof data === 'string') return this._sendText(flags, data);
         return this._msg.send(F.MESSAGE, flags, 0, data, fd);
       },
       close: () => {

@@ -51,7 +51,10 @@ function settle(target, callback, swallow, err) {
 
 /**
  * Adds IPC methods to `target` (an EventEmitter).
- * `io` = { write(buf, flags, fd) -> queuedBytes, close(), advanced, onMessage(message)? }
+ * `io` = { write(data, flags, fd) -> queuedBytes, close(), advanced, onMessage(message)? }
+ * (`data` is a Buffer, or the JSON text of messages as a string)
+ * (`onMessage` sees each message sent without a handle, once it is written or
+ * batched.)
  *
  * JSON messages without a handle are coalesced per synchronous stretch
  * (lib/batch.js) into `FLAG_BATCH` frames; a handle, `disconnect()` and every
@@ -65,7 +68,7 @@ function setupChannel(target, io) {
   const batcher = new Batcher((texts, settles) => {
     let err = null;
     try {
-      queued = io.write(Buffer.from(texts.join('\n'), 'utf8'), FLAG_BATCH, undefined);
+      queued = io.write(texts.join('\n'), FLAG_BATCH, undefined);
     } catch (e) {
       err = e;
     }
@@ -146,7 +149,11 @@ function setupChannel(target, io) {
         info = null; // Nothing to pass (a socket without a handle): the message alone.
       }
     }
-    const [data, flags] = serialize.encode(message, io.advanced);
+    // A JSON message without a handle goes as the string itself (the native
+    // side copies it out); anything else as an encoded Buffer.
+    let data = info === null && !io.advanced ? JSON.stringify(message) : undefined;
+    let flags = 0;
+    if (typeof data !== 'string') [data, flags] = serialize.encode(message, io.advanced);
     try {
       queued = io.write(data, flags | (info ? FLAG_HANDLE : 0), fd);
     } catch (err) {
@@ -154,6 +161,7 @@ function setupChannel(target, io) {
       return true; // Node: the (unchanged) write queue is below the high-water mark.
     }
     if (info && info.type === 'net.Socket' && !options.keepOpen) handles.detachSent(handle);
+    if (!info && io.onMessage) io.onMessage(message);
     settle(this, callback, false, null);
     return queued < HIGH_WATER;
   };

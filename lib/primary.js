@@ -875,14 +875,18 @@ const FROM_MESSAGES = new Set(['online', 'listening', 'exitedAfterDisconnect', '
  */
 function openMessages(proc, id, fd) {
   if (typeof fd !== 'number' || fd < 0) return;
+  let msg;
   try {
-    proc._msg = new native.WorkerChannel(fd, 0, (frames) => onMessageFrames(id, frames), 'primary');
-    proc._split = true;
+    msg = new native.WorkerChannel(fd, 0, (frames) => onMessageFrames(id, frames), 'primary');
   } catch (err) {
     native.closeFd(fd);
     process.emitWarning(`rcluster: worker ${id}: cannot open its message channel: ${err.message}`,
       { code: 'ERR_RCLUSTER_CHANNEL' });
+    return;
   }
+  proc._msg = msg;
+  proc._sendText = msg.textSender();
+  proc._split = true;
 }
 
 function closeMessages(proc) {

@@ -100,18 +100,14 @@ cluster._setupWorker = function setupWorker(cfg) {
     msgs = new native.WorkerChannel(cfg.messages, cfg.ppid, onFrames, 'messages');
   }
   const out = msgs || chan;
+  const sendText = out.textSender();
   ipc.setupChannel(process, {
     advanced: !!cfg.advanced,
-    write: (data, flags, fd) => {
-      const queued = out.send(F.MESSAGE, flags, 0, data, fd);
-      // PM2's readiness signal, process.send('ready'), is also ours (batched
-      // messages are seen by onMessage instead).
-      if (!(flags & F.FLAG_BATCH) && data.length < 16 && isReadyMessage(data, flags)) {
-        sendControl({ op: 'ready' });
-      }
-      return queued;
-    },
-    // A batched 'ready' (see lib/ipc.js): the control frame flushes it first.
+    write: (data, flags, fd) => (typeof data === 'string'
+      ? sendText(flags, data) : out.send(F.MESSAGE, flags, 0, data, fd)),
+    // PM2's readiness signal, process.send('ready'), is also ours: called
+    // after each message without a handle is written or batched (a batched
+    // one is flushed by the control frame first).
     onMessage: (message) => {
       if (message === 'ready') sendControl({ op: 'ready' });
     },
@@ -134,14 +130,6 @@ cluster._setupWorker = function setupWorker(cfg) {
 };
 
 // Supervision (rcluster extensions) ---------------------------------------
-
-function isReadyMessage(data, flags) {
-  try {
-    return require('./serialize').decode(data, flags) === 'ready';
-  } catch {
-    return false;
-  }
-}
 
 function sendControl(obj) {
   sendFrame(F.CONTROL, Buffer.from(JSON.stringify(obj)));

@@ -20,7 +20,9 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::ptr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -284,15 +286,28 @@ impl Channel {
                     .write(&mut header);
                 let iov = [IoSlice::new(&header), IoSlice::new(payload)];
                 // A small message without an fd goes out of one buffer (send(2)).
-                let mut flat = [0u8; HEADER_LEN + SMALL_MESSAGE];
+                // (Not zeroed: only the bytes written are read.)
+                let mut flat = [MaybeUninit::<u8>::uninit(); HEADER_LEN + SMALL_MESSAGE];
                 let small = fd.is_none() && payload.len() <= SMALL_MESSAGE;
-                if small {
-                    flat[..HEADER_LEN].copy_from_slice(&header);
-                    flat[HEADER_LEN..HEADER_LEN + payload.len()].copy_from_slice(payload);
-                }
+                let flat: &[u8] = if small {
+                    let dst = flat.as_mut_ptr().cast::<u8>();
+                    // SAFETY: header and payload fit in `flat` (`small`), do not
+                    // overlap it, and the slice covers exactly the bytes written.
+                    unsafe {
+                        ptr::copy_nonoverlapping(header.as_ptr(), dst, HEADER_LEN);
+                        ptr::copy_nonoverlapping(
+                            payload.as_ptr(),
+                            dst.add(HEADER_LEN),
+                            payload.len(),
+                        );
+                        std::slice::from_raw_parts(dst, HEADER_LEN + payload.len())
+                    }
+                } else {
+                    &[]
+                };
                 loop {
                     let r = if small {
-                        sys::send_bytes(self.fd.as_raw_fd(), &flat[..HEADER_LEN + payload.len()])
+                        sys::send_bytes(self.fd.as_raw_fd(), flat)
                     } else {
                         sys::send_packet(
                             self.fd.as_raw_fd(),

@@ -4,6 +4,7 @@
 
 mod frame_batch;
 mod primary;
+mod text_sender;
 mod uv_channel;
 mod worker;
 

@@ -7,7 +7,7 @@
 
 use std::cell::RefCell;
 use std::ffi::{c_int, c_void, CStr};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::{Arc, OnceLock};
 
 use napi::bindgen_prelude::ToNapiValue;
@@ -153,6 +153,11 @@ impl UvChannel {
         self.state.borrow().channel.clone()
     }
 
+    /// A reference that does not keep the channel (its fd) open.
+    pub fn downgrade(&self) -> WeakUvChannel {
+        WeakUvChannel(Rc::downgrade(&self.state))
+    }
+
     /// After a send: watch for writability while packets wait.
     pub fn sent(&self, flush: Flush) {
         let mut st = self.state.borrow_mut();
@@ -195,6 +200,18 @@ impl UvChannel {
         let mut st = self.state.borrow_mut();
         st.channel.shutdown();
         close_handle(&mut st);
+    }
+}
+
+/// See [`UvChannel::downgrade`].
+pub struct WeakUvChannel(Weak<RefCell<State>>);
+
+impl WeakUvChannel {
+    /// [`UvChannel::sent`], if the channel is still there.
+    pub fn sent(&self, flush: Flush) {
+        if let Some(state) = self.0.upgrade() {
+            UvChannel { state }.sent(flush);
+        }
     }
 }
 

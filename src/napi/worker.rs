@@ -3,12 +3,13 @@
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::sync::Arc;
 
-use napi::bindgen_prelude::{BufferSlice, Function};
+use napi::bindgen_prelude::{BufferSlice, Function, Unknown};
 use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi::{Env, JsValue, Result};
 use napi_derive::napi;
 
 use super::frame_batch::FrameBatch;
+use super::text_sender::TextSender;
 use super::uv_channel::UvChannel;
 use super::{dup_js_fd, io_err};
 use crate::channel::{Channel, Flush};
@@ -202,6 +203,24 @@ impl WorkerChannel {
         }
         io.sent(Flush::Pending);
         Ok(ch.queued_bytes().min(u32::MAX as usize) as u32)
+    }
+
+    /// A function `send(flags, text) -> queuedBytes` that writes one JSON
+    /// message frame (`text`, a string) on this channel: `send()` without the
+    /// method call's overhead (see `text_sender.rs`). It keeps working as
+    /// long as the channel is open, then throws ERR_IPC_CHANNEL_CLOSED.
+    #[napi(catch_unwind)]
+    pub fn text_sender<'env>(&self, env: &'env Env) -> Result<Unknown<'env>> {
+        let io = self.io()?;
+        let uv = match io {
+            Io::Uv(u) => Some(u),
+            Io::Thread(_) => None,
+        };
+        // SAFETY: on the JS thread, with this call's live env.
+        unsafe {
+            let f = TextSender::new(&io.channel(), uv).into_function(env.raw())?;
+            Ok(Unknown::from_raw_unchecked(env.raw(), f))
+        }
     }
 
     /// Acknowledges connections: taken ones and refused ones. `open`, when
