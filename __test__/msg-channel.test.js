@@ -43,3 +43,9 @@ test('lone messages of every size around the 4 KiB stack copy, multi-byte charac
   assert.ok(exit.sent > 100);
   assert.strictEqual(exit.same, exit.sent);
 });
+
+test('a worker killed with messages it never read: disconnect and exit, no error', { timeout: 30000 }, async () => {
+  const exit = await scenario('reset');
+  assert.deepStrictEqual(exit.events, ['disconnect', 'exit:SIGKILL']);
+  assert.deepStrictEqual(exit.warnings, []);
+});

@@ -276,11 +276,20 @@ unsafe extern "C" fn on_poll(handle: *mut UvHandle, status: c_int, events: c_int
             return;
         }
         if status < 0 {
-            batch.push(WorkerEvent::Error(format!(
-                "channel poll failed (libuv error {status}); channel closed"
-            )));
-            batch.push(WorkerEvent::Disconnect);
-            done = true;
+            // libuv reports a socket error (POLLERR) as UV_EBADF and stops
+            // the handle. A peer that went away with frames it had not read
+            // (a worker killed before reading a message) leaves ECONNRESET
+            // pending: that is an end of file, not an error. Read what is
+            // left; the read ends in the end of file or the real error.
+            let st = &mut *st;
+            done = read_into(&mut st.inbox, &st.channel, &mut batch, usize::MAX);
+            if !done {
+                batch.push(WorkerEvent::Error(format!(
+                    "channel poll failed (libuv error {status}); channel closed"
+                )));
+                batch.push(WorkerEvent::Disconnect);
+                done = true;
+            }
         }
         if !done && events & UV_WRITABLE != 0 {
             if let Ok(Flush::Done) = st.channel.flush() {
