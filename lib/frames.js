@@ -25,29 +25,37 @@ const F = {
 
 // The addon hands each batch of frames over as one flat array, six slots a
 // frame: [type, flags, id, fd, listener, payload], defaults left as holes
-// (src/napi/frame_batch.rs). This turns it into one object per frame:
+// (src/napi/frame_batch.rs). `frameAt` turns a frame into an object
 // { type, flags, id, fd, listener, data, text, message }, where the payload
-// is `text` for a JSON message, `message` for an error, `data` otherwise.
+// is `text` for a JSON message, `message` for an error, `data` otherwise;
+// `jsonTextAt` reads a plain JSON message without making one.
 const SLOTS = 6;
 
-function unpack(flat) {
-  const out = new Array(flat.length / SLOTS);
-  for (let i = 0, j = 0; i < flat.length; i += SLOTS, j++) {
-    const type = flat[i];
-    const payload = flat[i + 5];
-    const str = typeof payload === 'string';
-    out[j] = {
-      type,
-      flags: flat[i + 1] | 0,
-      id: flat[i + 2] === undefined ? 0 : flat[i + 2],
-      fd: flat[i + 3] === undefined ? -1 : flat[i + 3],
-      listener: flat[i + 4] | 0,
-      data: str ? undefined : payload,
-      text: str && type === F.MESSAGE ? payload : undefined,
-      message: str && type === F.EV_ERROR ? payload : undefined,
-    };
-  }
-  return out;
+/** The frame at slot `i` of a flat batch, as an object. */
+function frameAt(flat, i) {
+  const type = flat[i];
+  const payload = flat[i + 5];
+  const str = typeof payload === 'string';
+  return {
+    type,
+    flags: flat[i + 1] | 0,
+    id: flat[i + 2] === undefined ? 0 : flat[i + 2],
+    fd: flat[i + 3] === undefined ? -1 : flat[i + 3],
+    listener: flat[i + 4] | 0,
+    data: str ? undefined : payload,
+    text: str && type === F.MESSAGE ? payload : undefined,
+    message: str && type === F.EV_ERROR ? payload : undefined,
+  };
 }
 
-module.exports = Object.freeze({ ...F, unpack });
+/**
+ * The JSON text of the frame at slot `i` if it is a plain JSON message (no
+ * fd), the common case that needs no object; otherwise undefined.
+ */
+function jsonTextAt(flat, i) {
+  const payload = flat[i + 5];
+  return flat[i] === F.MESSAGE && typeof payload === 'string' && flat[i + 3] === undefined
+    ? payload : undefined;
+}
+
+module.exports = Object.freeze({ ...F, SLOTS, frameAt, jsonTextAt });

@@ -897,15 +897,21 @@ function closeMessages(proc) {
 }
 
 function onMessageFrames(id, flat) {
-  const frames = F.unpack(flat);
   const entry = processes.get(id);
-  for (let i = 0; i < frames.length; i++) {
-    const f = frames[i];
-    if (entry === undefined) {
-      if (f.fd >= 0) native.closeFd(f.fd);
-      continue;
-    }
+  for (let i = 0; i < flat.length; i += F.SLOTS) {
+    const text = entry === undefined ? undefined : F.jsonTextAt(flat, i);
     try {
+      if (text !== undefined) {
+        const flags = flat[i + 1] | 0;
+        entry.messages += flags & F.FLAG_BATCH ? countLines(text) : 1;
+        ipc.deliver(entry.proc, text, flags, -1);
+        continue;
+      }
+      const f = F.frameAt(flat, i);
+      if (entry === undefined) {
+        if (f.fd >= 0) native.closeFd(f.fd);
+        continue;
+      }
       onMessageFrame(entry, id, f);
     } catch (err) {
       process.nextTick(() => { throw err; });

@@ -641,10 +641,18 @@ function onFrame(f) {
 }
 
 function onFrames(flat) {
-  const frames = F.unpack(flat);
   let conns = null;
-  for (let i = 0; i < frames.length; i++) {
-    const f = frames[i];
+  for (let i = 0; i < flat.length; i += F.SLOTS) {
+    const text = F.jsonTextAt(flat, i);
+    if (text !== undefined && conns === null) {
+      try {
+        ipc.deliver(process, text, flat[i + 1] | 0, -1);
+      } catch (err) {
+        process.nextTick(() => { throw err; });
+      }
+      continue;
+    }
+    const f = F.frameAt(flat, i);
     if (f.type === F.CONN) {
       (conns || (conns = [])).push(f);
       continue;
