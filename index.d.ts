@@ -24,6 +24,13 @@ export interface RClusterDispatchSettings {
   schedulingPolicy?: SchedulingPolicy;
   /** `reuseport`: ms a dead worker's slot socket waits for its replacement (default 5000). */
   reusePortHold?: number;
+  /**
+   * `rr` over TCP on Linux: under a high rate of new connections (5,000 a
+   * second or more) the kernel hands them straight to the workers' own
+   * sockets and the primary does no work per connection (default true).
+   * `false` keeps every connection going through the primary, one by one.
+   */
+  rrOffload?: boolean;
 }
 
 /**
@@ -120,6 +127,8 @@ export interface ClusterStats {
   listeners: Array<{
     key: string; policy: 'rr' | 'none' | 'reuseport' | 'least' | 'hash'; address: string | null;
     port: number | null; workers: number[]; accepted: number; queued: number;
+    /** `rr`: connections go from the kernel straight to the workers now (the offload under a high connection rate). */
+    kernel: boolean;
   }>;
 }
 

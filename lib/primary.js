@@ -203,6 +203,14 @@ function stdioFor(settings) {
   });
 }
 
+/** The `rrOffload` setting (rr may let the kernel hand connections to workers under load; default true). */
+function rrOffload(settings) {
+  const v = settings.rrOffload;
+  if (v === undefined) return undefined;
+  if (typeof v !== 'boolean') throw argTypeError('settings.rrOffload', 'of type boolean', v);
+  return v;
+}
+
 /** The `reusePortHold` setting (ms a dead worker's reuseport socket waits for its replacement). */
 function reusePortHold(settings) {
   const v = settings.reusePortHold;
@@ -319,6 +327,7 @@ function createWorkerProcess(id, env, overrides, agent = false) {
     advanced,
     policy: POLICY_NAMES.get(schedulingPolicy),
     reusePortHold: reusePortHold(settings),
+    rrOffload: rrOffload(settings),
     bootstrap: BOOTSTRAP,
     addon: require('./addon-path').value,
     retireOnUncaughtException: !!({ ...settings, ...overrides }).retireOnUncaughtException,

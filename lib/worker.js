@@ -336,6 +336,7 @@ cluster._getServer = function getServer(obj, options, cb) {
     backlog: typeof options.backlog === 'number' ? options.backlog : undefined,
     policy: listenPolicy(obj) || config.policy,
     reusePortHold: config.reusePortHold,
+    rrOffload: config.rrOffload,
     // Custom server data (tls: ticket keys); the first worker's is shared.
     data: typeof obj._getServerData === 'function' ? obj._getServerData() : null,
   };
@@ -346,8 +347,8 @@ cluster._getServer = function getServer(obj, options, cb) {
     const pipe = options.addressType === -1 || options.port < 0 ||
       (options.fd >= 0 && !reply.sockname);
     const kind = isUdp ? options.addressType : (pipe ? 'pipe' : 'tcp');
-    if (fd >= 0) shared(reply, fd, { obj, kind, indexesKey, index }, cb);
-    else rr(reply, { obj, pipe, indexesKey, index }, cb);
+    if (fd >= 0 && reply.policy !== 'rr') shared(reply, fd, { obj, kind, indexesKey, index }, cb);
+    else rr(reply, fd, { obj, pipe, indexesKey, index }, cb);
   });
   sendFrame(F.LISTEN_REQUEST, Buffer.from(JSON.stringify(request)), id);
 
@@ -371,11 +372,19 @@ function removeIndexesKey(indexesKey, index) {
   if (indexSet.set.size === 0) indexes.delete(indexesKey);
 }
 
-// Round robin: the primary accepts; this faux handle stands for its listener.
-function rr(reply, { obj, pipe, indexesKey, index }, cb) {
-  if (reply.errno) return cb(reply.errno, null);
+// Round robin: the primary accepts; this faux handle stands for its listener
+// (a plain object, as in Node). With the offload (src/reactor/offload.rs) the
+// primary also passes this worker's own socket of the listener's reuseport
+// group (`fd`): under a high connection rate the kernel queues connections
+// on it, and a libuv handle underneath accepts them into the same server.
+function rr(reply, fd, { obj, pipe, indexesKey, index }, cb) {
+  if (reply.errno) {
+    if (fd >= 0) native.closeFd(fd);
+    return cb(reply.errno, null);
+  }
   let key = reply.key;
   let keepAlive = null;
+  const inner = fd >= 0 ? handles.open(fd, false, true) : null;
 
   function ref() {
     if (!keepAlive) keepAlive = setInterval(() => {}, 2 ** 31 - 1);
@@ -387,6 +396,7 @@ function rr(reply, { obj, pipe, indexesKey, index }, cb) {
   function close() {
     if (key === undefined) return;
     unref();
+    if (inner !== null) inner.close();
     closeListen(key);
     listeners.delete(key);
     removeIndexesKey(indexesKey, index);
@@ -400,6 +410,16 @@ function rr(reply, { obj, pipe, indexesKey, index }, cb) {
     };
   }
   handle.ref();
+  if (inner !== null) {
+    // Only the faux handle keeps the loop alive (ref/unref act on it).
+    inner.unref();
+    inner.onconnection = (err, client) => {
+      if (typeof handle.onconnection === 'function') handle.onconnection(err, client);
+      else if (client) client.close();
+    };
+    // The listener's queue length (every socket of the group has the same).
+    inner.listen(reply.backlog > 0 ? reply.backlog : 511);
+  }
   const least = reply.policy === 'least';
   listeners.set(key, { handle, server: obj, pipe, least });
   if (least) startLoadReports();
@@ -432,7 +452,10 @@ function shared(reply, fd, { obj, kind, indexesKey, index }, cb) {
   };
   // reuseport: the worker accepts on its slot's socket, and may also be
   // handed connections the primary drained from a slot socket that closed.
-  const conns = reply.policy === 'reuseport';
+  // rr with a socket: the offload (src/reactor/offload.rs); connections come
+  // from the primary one by one, and under a high connection rate straight
+  // from the kernel on this socket.
+  const conns = reply.policy === 'reuseport' || reply.policy === 'rr';
   listeners.set(key, { handle, server: obj, pipe: kind === 'pipe', shared: true, conns });
   cb(0, handle);
 }

@@ -7,6 +7,7 @@
 pub mod channel;
 pub mod frame;
 pub mod listener;
+pub mod offload;
 pub mod policy;
 pub mod poller;
 pub mod process;

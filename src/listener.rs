@@ -66,6 +66,10 @@ pub struct ListenRequest {
     /// for a replacement in the same slot.
     #[serde(default)]
     pub reuse_port_hold: Option<u64>,
+    /// `rr`: `false` keeps every connection going through the primary (the
+    /// `rrOffload` setting; see `reactor/offload.rs`).
+    #[serde(default)]
+    pub rr_offload: Option<bool>,
     /// The server's `_getServerData()` (tls: session ticket keys). The
     /// first worker's data is kept per key and given to every worker.
     #[serde(default)]
@@ -233,7 +237,33 @@ fn dup_socket(fd: i64, ty: Type) -> Result<Socket, i32> {
 
 /// Binds and listens as the request says. `Err` carries a negative errno.
 pub fn bind(req: &ListenRequest) -> Result<Bound, i32> {
+    bind_as(req, false)
+}
+
+/// Like [`bind`] for a TCP request, and the socket then founds a
+/// `SO_REUSEPORT` group (the `rr` offload, `src/offload.rs`): the bind itself
+/// is a plain one, so a port that anyone holds fails with `EADDRINUSE` as in
+/// Node (a socket with `SO_REUSEPORT` set before its bind could share a
+/// port with another reuseport program of the same user), and port 0 picks a
+/// free port; `SO_REUSEPORT` is set between bind and listen, so that the
+/// workers' sockets ([`bind_reuseport`] with the address it got) join it.
+pub fn bind_group(req: &ListenRequest) -> Result<Bound, i32> {
+    if req.kind() != Kind::Tcp {
+        return Err(-libc::EINVAL);
+    }
+    bind_as(req, true)
+}
+
+fn bind_as(req: &ListenRequest, group: bool) -> Result<Bound, i32> {
     let backlog = backlog_of(req);
+    let bind_listen = |s: Socket, addr: &SockAddr, backlog: i32| -> io::Result<OwnedFd> {
+        s.bind(addr)?;
+        if group {
+            s.set_reuse_port(true)?;
+        }
+        s.listen(backlog)?;
+        Ok(into_owned(s))
+    };
     match req.kind() {
         Kind::Udp => return bind_udp(req).map(Bound::from),
         Kind::Fd => {
@@ -451,6 +481,7 @@ mod tests {
             backlog: None,
             policy: None,
             reuse_port_hold: None,
+            rr_offload: None,
             data: None,
         }
     }

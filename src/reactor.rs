@@ -84,6 +84,7 @@ pub enum Event {
 }
 
 mod listeners;
+mod offload;
 mod relay;
 mod stats;
 mod supervise;
@@ -191,12 +192,25 @@ pub struct Counters {
 pub struct Config {
     /// Unacknowledged connections a worker may hold.
     pub window: usize,
+    /// `rr` over TCP may let the kernel hand connections to the workers
+    /// under a high connection rate (Linux; see `reactor/offload.rs`).
+    /// Default: on, unless `RCLUSTER_RR_OFFLOAD=0` is set.
+    pub offload: bool,
+    /// Connections accepted within 50 ms that start the offload (default
+    /// 256, i.e. 5,000 a second; `RCLUSTER_RR_OFFLOAD_BURST` sets it, for
+    /// tests and tuning).
+    pub offload_burst: u32,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             window: DEFAULT_WINDOW,
+            offload: std::env::var_os("RCLUSTER_RR_OFFLOAD").is_none_or(|v| v != "0"),
+            offload_burst: std::env::var("RCLUSTER_RR_OFFLOAD_BURST")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(offload::SPREAD_BURST),
         }
     }
 }
@@ -375,6 +389,8 @@ struct Listener {
     backlog: i32,
     /// Connections accepted on it.
     accepted: u64,
+    /// `rr` over TCP on Linux: the kernel offload (see `reactor/offload.rs`).
+    offload: Option<offload::Offload>,
 }
 
 #[derive(Serialize)]
@@ -386,6 +402,10 @@ struct ListenReply<'a> {
     policy: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     sockname: Option<&'a SockName>,
+    /// `rr` offload: the queue length of the worker's own socket (the
+    /// listener's, so that every socket of the group has the same).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    backlog: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     data: Option<&'a serde_json::Value>,
 }
@@ -475,6 +495,7 @@ impl Loop {
                 .accept_backoff
                 .into_iter()
                 .chain(self.hold_deadline())
+                .chain(self.offload_deadline())
                 .min()
             {
                 Some(t) => t
@@ -536,6 +557,7 @@ impl Loop {
                 }
             }
             self.sup_timers();
+            self.offload_timers();
             self.flush_events();
         }
         // Stopping: hand back every held connection to the kernel's care (close).
@@ -773,6 +795,9 @@ impl Loop {
                         w.listening.retain(|l| *l != lid);
                     }
                     self.leave_listener(id, lid);
+                    // It closed its server: its own socket of an offloaded
+                    // `rr` listener is polled no more.
+                    self.offload_leave(lid, id, true);
                     // Its id, when set, is the token the primary's JS waits
                     // for on the message channel (see Registry::wait_synced).
                     if f.id != 0 {
@@ -841,6 +866,7 @@ impl Loop {
         for lid in lids {
             self.leave_listener(id, lid);
         }
+        self.offload_gone(id);
         for lid in touched {
             self.dispatch(lid);
         }

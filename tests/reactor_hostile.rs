@@ -293,7 +293,11 @@ fn a_worker_flooding_faster_than_js_takes_is_paused_then_resumed() {
                 let _ = tx.send(e);
             }
         }),
-        Config { window: 16 },
+        Config {
+            window: 16,
+            offload: false,
+            ..Config::default()
+        },
         registry.clone(),
     )
     .unwrap();

@@ -15,7 +15,9 @@ const { run, linuxOnly } = require('../helpers');
 const { procStats, load, counters } = require('./lib');
 
 function start(env = {}) {
-  return run('reliability.js', [], { env: { WORKERS: '2', ...env } });
+  // Every connection goes through the dispatcher (its counters are checked):
+  // the rr offload (kernel hand-off under load) is off.
+  return run('reliability.js', [], { env: { WORKERS: '2', RCLUSTER_RR_OFFLOAD: '0', ...env } });
 }
 
 /** Forks a hostile worker of kind `what` with load running on the others until `until` resolves. */

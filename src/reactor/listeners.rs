@@ -24,6 +24,7 @@ impl Loop {
             errno,
             key: lid,
             policy: l.map(|l| l.policy.name()),
+            backlog: l.filter(|l| l.offload.is_some()).map(|l| l.backlog),
             sockname: l.and_then(|l| l.sockname.as_ref()),
             data: l.and_then(|l| l.data.as_ref()),
         })
@@ -87,10 +88,19 @@ impl Loop {
             })
             .flatten()
             .map(|pos| self.inherited.remove(pos));
+        // `rr` over TCP founds a SO_REUSEPORT group for the offload.
+        let offload = policy == Policy::RoundRobin
+            && tcp
+            && activated.is_none()
+            && self.config.offload
+            && r.rr_offload != Some(false)
+            && crate::offload::supported();
         let bound = if let Some(i) = activated {
             listener::Bound::from(i.fd)
         } else if policy == Policy::ReusePort {
             listener::bind_reuseport(r, None)?
+        } else if offload {
+            listener::bind_group(r)?
         } else {
             listener::bind(r)?
         };
@@ -116,6 +126,10 @@ impl Loop {
         } else {
             (Some(Arc::new(fd)), HashMap::new())
         };
+        let offload = match (&fd, offload) {
+            (Some(fd), true) => super::offload::Offload::new(fd, r, self.config.offload_burst),
+            _ => None,
+        };
         self.keys.insert(r.key.clone(), lid);
         self.listeners.insert(
             lid,
@@ -138,6 +152,7 @@ impl Loop {
                 current: HashMap::new(),
                 backlog: listener::backlog_of(r),
                 accepted: 0,
+                offload,
             },
         );
         Ok(lid)
@@ -165,6 +180,9 @@ impl Loop {
             if let Some(fd) = l.fd.as_ref() {
                 // SAFETY: listen(2) on a listening socket we own; it only resizes its queue.
                 unsafe { libc::listen(fd.as_raw_fd(), asked) };
+            }
+            if let Some(o) = l.offload.as_ref() {
+                o.relisten(asked);
             }
         }
         let dup = |fd: &OwnedFd| {
@@ -199,6 +217,10 @@ impl Loop {
         };
         if !l.workers.contains(&id) {
             l.workers.push(id);
+        }
+        if l.offload.is_some() {
+            // The worker listens on its own socket of the group as well.
+            return Ok(self.offload_join(lid, id));
         }
         Ok(pass)
     }
@@ -249,6 +271,7 @@ impl Loop {
         if l.workers.is_empty() && !held && !supervised {
             self.close_listener(lid);
         } else {
+            self.offload_leave(lid, id, died);
             self.dispatch(lid);
         }
     }
@@ -368,9 +391,21 @@ impl Loop {
             }
             let n = l.workers.len();
             let workers = &self.workers;
+            // `rr` offload: the workers that look stuck (reactor/offload.rs).
+            let suspects = l.offload.as_ref().map_or_else(Vec::new, |o| o.suspects());
+            let only_suspects =
+                !suspects.is_empty() && l.workers.iter().all(|w| suspects.contains(w));
+            // A worker that looks stuck gets one connection at a time (its
+            // acknowledgement clears it) while another one can take them.
             let info = |pos: usize| -> Option<policy::Slot> {
-                let w = workers.get(&l.workers[pos])?;
-                (w.connected && w.inflight.len() < window).then(|| policy::Slot {
+                let id = l.workers[pos];
+                let w = workers.get(&id)?;
+                let cap = if !only_suspects && suspects.contains(&id) {
+                    1
+                } else {
+                    window
+                };
+                (w.connected && w.inflight.len() < cap).then(|| policy::Slot {
                     slot: w.slot,
                     open: w.open.saturating_add(w.inflight.len() as u32),
                 })
@@ -392,6 +427,9 @@ impl Loop {
                         Ok(Some(fd)) => {
                             self.counters.accepted += 1;
                             l.accepted += 1;
+                            if let Some(o) = l.offload.as_mut() {
+                                o.accepted();
+                            }
                             Pending {
                                 fd: Arc::new(fd),
                                 tries: 0,
@@ -521,6 +559,9 @@ impl Loop {
                     touched.push(*lid);
                 }
             }
+        }
+        if !acks.is_empty() {
+            self.offload_alive(id);
         }
         for lid in touched {
             self.dispatch(lid);

@@ -47,6 +47,10 @@ pub struct ListenerStats {
     /// Connections waiting for a worker in the primary, plus those handed out
     /// and not acknowledged yet.
     pub queued: usize,
+    /// `rr`: new connections go from the kernel straight to the workers'
+    /// own sockets now (the offload under a high connection rate); they are
+    /// not counted in `accepted` nor in the workers' `connections`.
+    pub kernel: bool,
 }
 
 /// The whole snapshot.
@@ -108,6 +112,7 @@ impl Loop {
                     workers: l.workers.clone(),
                     accepted: l.accepted,
                     queued: l.pending.len() + inflight,
+                    kernel: l.offload.as_ref().is_some_and(|o| o.spreading()),
                 }
             })
             .collect();

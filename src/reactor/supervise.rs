@@ -264,6 +264,12 @@ impl State {
         }
     }
 
+    /// Whether `worker` is recycled after a number of connections (so every
+    /// connection must be counted by the dispatcher).
+    pub fn counts_connections(&self, worker: u32) -> bool {
+        self.workers.get(&worker).is_some_and(|w| w.recycle_at > 0)
+    }
+
     /// What the supervisor knows of `worker`.
     pub fn worker_info(&self, worker: u32) -> WorkerInfo {
         let Some(w) = self.workers.get(&worker) else {

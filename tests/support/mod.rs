@@ -142,7 +142,14 @@ pub fn reactor(window: usize) -> (Reactor, Receiver<Event>) {
                 let _ = tx.send(e);
             }
         }),
-        Config { window },
+        // The dispatcher itself: the rr offload (kernel hand-off under a
+        // high connection rate) is covered by tests/offload_group.rs and
+        // __test__/rr-offload.test.js.
+        Config {
+            window,
+            offload: false,
+            ..Config::default()
+        },
     )
     .unwrap();
     (r, rx)

@@ -1,0 +1,197 @@
+'use strict';
+
+// The rr offload (src/reactor/offload.rs): under a high rate of new
+// connections the kernel queues them on the workers' own sockets of the
+// listener's SO_REUSEPORT group and the primary does no work per connection;
+// few connections stay exact (one by one from the primary). The rate that
+// starts it is lowered here (RCLUSTER_RR_OFFLOAD_BURST) so that a slow machine
+// reaches it too. Real workers, real sockets, real HTTP.
+
+const test = require('node:test');
+const assert = require('node:assert');
+const http = require('http');
+const { run, linuxOnly } = require('./helpers');
+
+const skip = linuxOnly('the offload is a Linux SO_REUSEPORT group');
+const LOW = { RCLUSTER_RR_OFFLOAD_BURST: '16' };
+
+let seq = 0;
+async function stats(p) {
+  const s = ++seq;
+  p.child.stdin.write(`${JSON.stringify({ cmd: 'stats', seq: s })}\n`);
+  return (await p.next((m) => m.event === 'stats' && m.seq === s)).stats;
+}
+
+function command(p, c) {
+  p.child.stdin.write(`${JSON.stringify(c)}\n`);
+}
+
+/**
+ * `concurrency` loops of GETs, each on a new connection, until stop().
+ * Every answer is kept as { worker, start, end } (ms since the epoch).
+ */
+function load(port, concurrency = 16) {
+  const done = [];
+  const errors = [];
+  let running = true;
+  const one = () => new Promise((resolve) => {
+    const start = Date.now();
+    const req = http.get({ host: '127.0.0.1', port, agent: false }, (res) => {
+      let body = '';
+      res.on('data', (d) => { body += d; });
+      res.on('end', () => {
+        done.push({ worker: body, start, end: Date.now() });
+        resolve();
+      });
+    });
+    req.setTimeout(10000, () => req.destroy(new Error('timeout')));
+    req.on('error', (err) => {
+      errors.push(err.code || err.message);
+      resolve();
+    });
+  });
+  const loops = Array.from({ length: concurrency }, async () => {
+    while (running) await one();
+  });
+  return {
+    done,
+    errors,
+    async stop() {
+      running = false;
+      await Promise.all(loops);
+    },
+  };
+}
+
+function tally(done) {
+  const out = {};
+  for (const d of done) out[d.worker] = (out[d.worker] || 0) + 1;
+  return out;
+}
+
+/** Polls the stats until the listener hands connections through the kernel. */
+async function untilKernel(p, ms = 8000) {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    const s = await stats(p);
+    if (s.listeners.length && s.listeners[0].kernel) return s;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error('the listener never handed connections through the kernel');
+}
+
+test('a burst of new connections goes straight to the workers; every request is served, by both', { timeout: 30000, skip }, async () => {
+  const p = run('rr-offload.js', [], { env: LOW });
+  try {
+    const { port } = await p.next((m) => m.event === 'serving');
+    const l = load(port);
+    await untilKernel(p);
+    await new Promise((r) => setTimeout(r, 500));
+    await l.stop();
+    const s = await stats(p);
+    const t = tally(l.done);
+    assert.deepStrictEqual(l.errors, []);
+    assert.ok(l.done.length > 100, `served ${l.done.length}`);
+    for (const id of ['1', '2']) {
+      assert.ok((t[id] || 0) > l.done.length * 0.25, `both workers serve: ${JSON.stringify(t)}`);
+    }
+    // The primary accepted only what came while it measured the rate.
+    assert.ok(s.listeners[0].accepted < l.done.length, `accepted ${s.listeners[0].accepted} of ${l.done.length}`);
+    assert.strictEqual(s.listeners[0].policy, 'rr');
+  } finally {
+    await p.kill();
+  }
+});
+
+test('few keep-alive connections stay exact: the primary hands them out one by one, evenly', { timeout: 30000, skip }, async () => {
+  const p = run('rr-offload.js', [], {});
+  try {
+    const { port } = await p.next((m) => m.event === 'serving');
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 32 });
+    const get = () => new Promise((resolve, reject) => {
+      http.get({ host: '127.0.0.1', port, agent }, (res) => {
+        res.resume();
+        res.on('end', resolve);
+      }).on('error', reject);
+    });
+    await Promise.all(Array.from({ length: 32 }, get));
+    agent.destroy();
+    const s = await stats(p);
+    assert.strictEqual(s.listeners[0].kernel, false);
+    assert.strictEqual(s.listeners[0].accepted, 32);
+    const byWorker = s.workers.map((w) => w.connections).sort();
+    assert.deepStrictEqual(byWorker, [16, 16]);
+  } finally {
+    await p.kill();
+  }
+});
+
+test('a stuck worker while spreading: its queue goes to the other one, nothing waits for it', { timeout: 30000, skip }, async () => {
+  const p = run('rr-offload.js', [], { env: LOW });
+  try {
+    const { port } = await p.next((m) => m.event === 'serving');
+    const l = load(port);
+    await untilKernel(p);
+    command(p, { cmd: 'block', id: 1, ms: 4000 });
+    await p.next((m) => m.event === 'blocking' && m.id === 1);
+    const blocked = Date.now();
+    await new Promise((r) => setTimeout(r, 1500));
+    const during = l.done.filter((d) => d.start > blocked + 200 && d.end < blocked + 1500);
+    const late = l.done.filter((d) => d.start > blocked + 200 && d.start < blocked + 1000);
+    await l.stop();
+    assert.deepStrictEqual(l.errors, []);
+    assert.ok(during.length > 50, `served while worker 1 was stuck: ${during.length}`);
+    assert.deepStrictEqual(Object.keys(tally(during)), ['2'], 'only worker 2 answered meanwhile');
+    // Every request started after the worker got stuck (and after the
+    // primary saw it) was answered long before the worker came back.
+    const slow = late.filter((d) => d.end > blocked + 3000);
+    assert.deepStrictEqual(slow, [], 'no request waited for the stuck worker');
+  } finally {
+    await p.kill();
+  }
+});
+
+test('a worker that disconnects while spreading: what queued on its socket is served by the others', { timeout: 30000, skip }, async () => {
+  const p = run('rr-offload.js', [], { env: LOW });
+  try {
+    const { port } = await p.next((m) => m.event === 'serving');
+    const l = load(port);
+    await untilKernel(p);
+    command(p, { cmd: 'disconnect', id: 1 });
+    await p.next((m) => m.event === 'exit' && m.id === 1);
+    const gone = Date.now();
+    command(p, { cmd: 'fork' });
+    await p.next((m) => m.event === 'listening' && m.id === 3);
+    await new Promise((r) => setTimeout(r, 500));
+    await l.stop();
+    assert.deepStrictEqual(l.errors, [], 'nothing was reset');
+    const after = l.done.filter((d) => d.start > gone + 50);
+    assert.ok(!after.some((d) => d.worker === '1'), 'worker 1 serves nothing once gone');
+    assert.ok(after.some((d) => d.worker === '3'), `the new worker takes a share: ${JSON.stringify(tally(after))}`);
+    const s = await stats(p);
+    assert.strictEqual(s.listeners[0].queued, 0);
+  } finally {
+    await p.kill();
+  }
+});
+
+test('rrOffload: false keeps every connection on the primary', { timeout: 30000, skip }, async () => {
+  const p = run('rr-offload.js', [], { env: { ...LOW, OFFLOAD: '0' } });
+  try {
+    const { port } = await p.next((m) => m.event === 'serving');
+    const l = load(port);
+    let kernel = false;
+    const end = Date.now() + 1000;
+    while (Date.now() < end) {
+      kernel = kernel || (await stats(p)).listeners[0].kernel;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await l.stop();
+    const s = await stats(p);
+    assert.deepStrictEqual(l.errors, []);
+    assert.strictEqual(kernel, false);
+    assert.strictEqual(s.listeners[0].accepted, l.done.length);
+  } finally {
+    await p.kill();
+  }
+});
