@@ -498,10 +498,12 @@ impl Loop {
                 .chain(self.offload_deadline())
                 .min()
             {
-                Some(t) => t
-                    .saturating_duration_since(Instant::now())
-                    .as_millis()
-                    .min(1000) as i32,
+                // Rounded up: a deadline less than a millisecond away must
+                // not make the loop spin with a zero timeout until it is due.
+                Some(t) => {
+                    let d = t.saturating_duration_since(Instant::now());
+                    (d.as_millis().min(1000) as i32) + i32::from(d.subsec_micros() % 1000 > 0)
+                }
                 None => -1,
             };
             let sup = self.sup.timeout_ms();
