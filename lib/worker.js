@@ -135,8 +135,25 @@ function sendControl(obj) {
   sendFrame(F.CONTROL, Buffer.from(JSON.stringify(obj)));
 }
 
+// Connections the kernel queued on this worker's own socket of an offloaded
+// rr listener: the primary never saw them. The count rides on every pong, and
+// a 100 ms unref'd timer reports it when it changed (one frame per 100 ms
+// under load, none when idle), for stats and recycling.
+let directConnections = 0;
+let directTimer = null;
+
+function countDirect() {
+  directConnections++;
+  if (directTimer !== null) return;
+  directTimer = setTimeout(() => {
+    directTimer = null;
+    sendControl({ op: 'direct', n: directConnections });
+  }, 100);
+  directTimer.unref();
+}
+
 function onControl(msg) {
-  if (msg.op === 'ping') sendControl({ op: 'pong', seq: msg.seq });
+  if (msg.op === 'ping') sendControl({ op: 'pong', seq: msg.seq, direct: directConnections });
   else if (msg.op === 'drain') drain();
   else if (msg.op === 'relayed') relayed(msg);
 }
@@ -414,6 +431,7 @@ function rr(reply, fd, { obj, pipe, indexesKey, index }, cb) {
     // Only the faux handle keeps the loop alive (ref/unref act on it).
     inner.unref();
     inner.onconnection = (err, client) => {
+      if (client) countDirect();
       if (typeof handle.onconnection === 'function') handle.onconnection(err, client);
       else if (client) client.close();
     };

@@ -9,6 +9,12 @@
 // threads and RSS are back where they were and no zombie is left.
 //
 // CI-sized (8 s of kills); bench/chaos.js runs the same for 30 s.
+//
+// It runs twice: with every connection through the dispatcher (the rr
+// offload off), where the accounting is exact, and with the rr offload
+// forced on (a low burst), where the kernel queues most connections on the
+// workers' own sockets: a killed worker's queue must be handed to the others,
+// so the failures stay bounded the same way.
 
 const test = require('node:test');
 const assert = require('node:assert');
@@ -23,9 +29,13 @@ const CHAOS_MS = Number(process.env.CHAOS_MS || 8000);
 const EVERY_MS = 200;
 const RSS_GROWTH_KIB = 40 * 1024;
 
-test('SIGKILL a random worker every 200 ms under load: nothing is lost, nothing leaks', { timeout: 90000, skip: linuxOnly('reads /proc') }, async (t) => {
+const VARIANTS = [
+  ['', { RCLUSTER_RR_OFFLOAD: '0' }, true],
+  [' (rr offload on)', { RCLUSTER_RR_OFFLOAD_BURST: '16' }, false],
+];
+for (const [variant, offloadEnv, exact] of VARIANTS) test(`SIGKILL a random worker every 200 ms under load: nothing is lost, nothing leaks${variant}`, { timeout: 90000, skip: linuxOnly('reads /proc') }, async (t) => {
   const settings = { restart: 'always', minUptime: 0, backoffInitial: 10, backoffMax: 50, maxRestarts: 1e6 };
-  const p = run('reliability.js', [], { env: { WORKERS: String(WORKERS), SETTINGS: JSON.stringify(settings) } });
+  const p = run('reliability.js', [], { env: { WORKERS: String(WORKERS), SETTINGS: JSON.stringify(settings), ...offloadEnv } });
   try {
     const { port, pid } = await p.next((m) => m.event === 'serving');
     // Warm up (lazy allocations, JIT), then take the baseline.
@@ -66,10 +76,12 @@ test('SIGKILL a random worker every 200 ms under load: nothing is lost, nothing 
     for (const code of Object.keys(r.errors)) {
       assert.ok(['ECONNRESET', 'EPIPE', 'socket hang up'].includes(code), `unexpected failure ${code}: ${JSON.stringify(r.errors)}`);
     }
-    // The accounting: every client connection was accepted by the primary;
+    // The accounting: every client connection was accepted by the primary
+    // (with the offload, the kernel handed most of them to the workers);
     // every accepted one was acknowledged by a worker or closed with a
     // reason, and nothing is held any more.
-    assert.strictEqual(d.accepted, r.ok + r.failed, 'every connection the clients opened was accepted');
+    if (exact) assert.strictEqual(d.accepted, r.ok + r.failed, 'every connection the clients opened was accepted');
+    else assert.ok(d.accepted <= r.ok + r.failed);
     assert.strictEqual(c1.held, 0);
     assert.strictEqual(d.acknowledged + d.closed, d.accepted, JSON.stringify(d));
     assert.strictEqual(d.closed, 0, 'the primary closed no connection');

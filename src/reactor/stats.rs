@@ -19,7 +19,9 @@ pub struct WorkerStats {
     pub uptime_ms: u64,
     /// Restarts of the worker's slot so far.
     pub restarts: u32,
-    /// Connections handed to it (first hand-offs).
+    /// Connections handed to it (first hand-offs), plus those it accepted
+    /// itself on its own socket of an offloaded `rr` listener (reported with
+    /// its heartbeat answers, so up to a second late).
     pub connections: u64,
     /// Handed to it and not acknowledged yet.
     pub unacknowledged: usize,
@@ -48,8 +50,8 @@ pub struct ListenerStats {
     /// and not acknowledged yet.
     pub queued: usize,
     /// `rr`: new connections go from the kernel straight to the workers'
-    /// own sockets now (the offload under a high connection rate); they are
-    /// not counted in `accepted` nor in the workers' `connections`.
+    /// own sockets now (the offload under a high connection rate); those are
+    /// not counted in `accepted` (the workers' `connections` count them).
     pub kernel: bool,
 }
 

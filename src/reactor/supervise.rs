@@ -187,6 +187,9 @@ struct WorkerSup {
     ping_seq: u64,
     recycle_at: u64,
     connections: u64,
+    /// Connections it accepted itself on its own socket of an offloaded `rr`
+    /// listener, as its last heartbeat answer said.
+    direct: u64,
     /// Round trip of the last answered heartbeat, in ms.
     event_loop_delay_ms: Option<f64>,
     /// Killed because it was not ready in time: a failed start, unstable
@@ -280,7 +283,7 @@ impl State {
             retiring: w.retiring,
             uptime_ms: w.started.elapsed().as_millis() as u64,
             restarts: self.slots.get(&w.slot).map_or(0, |s| s.restarts),
-            connections: w.connections,
+            connections: w.connections + w.direct,
             event_loop_delay_ms: w.event_loop_delay_ms,
             agent: self.agent == Some(w.slot),
         }
@@ -394,6 +397,7 @@ impl Loop {
                 ping_seq: 0,
                 recycle_at: recycle_after(cfg.max_connections, cfg.recycle_jitter, rand),
                 connections: 0,
+                direct: 0,
                 event_loop_delay_ms: None,
                 failed_start: false,
             },
@@ -486,8 +490,19 @@ impl Loop {
                         self.self_retire(worker, reason);
                         false
                     }
+                    Some("direct") => {
+                        if let (Some(w), Some(n)) =
+                            (self.sup.workers.get_mut(&worker), v["n"].as_u64())
+                        {
+                            w.direct = n;
+                        }
+                        false
+                    }
                     Some("pong") => {
                         if let Some(w) = self.sup.workers.get_mut(&worker) {
+                            if let Some(direct) = v["direct"].as_u64() {
+                                w.direct = direct;
+                            }
                             if v["seq"].as_u64() == Some(w.ping_seq) {
                                 if let Some(sent) = w.ping_sent.take() {
                                     w.event_loop_delay_ms =
