@@ -1,9 +1,10 @@
 'use strict';
 
 // The rr offload (src/reactor/offload.rs): under a high rate of new
-// connections the kernel queues them on the workers' own sockets of the
-// listener's SO_REUSEPORT group and the primary does no work per connection;
-// few connections stay exact (one by one from the primary). The rate that
+// connections the kernel queues them on the listener's shared socket (the
+// second of its SO_REUSEPORT group), which every worker listens on, and the
+// primary does no work per connection; few connections stay exact (one by
+// one from the primary). The rate that
 // starts it is lowered here (RCLUSTER_RR_OFFLOAD_BURST) so that a slow machine
 // reaches it too. Real workers, real sockets, real HTTP.
 
@@ -126,7 +127,7 @@ test('few keep-alive connections stay exact: the primary hands them out one by o
   }
 });
 
-test('a stuck worker while spreading: its queue goes to the other one, nothing waits for it', { timeout: 30000, skip }, async () => {
+test('a stuck worker while spreading: the other one takes every new connection, nothing waits for it', { timeout: 30000, skip }, async () => {
   const p = run('rr-offload.js', [], { env: LOW });
   try {
     const { port } = await p.next((m) => m.event === 'serving');
@@ -151,7 +152,7 @@ test('a stuck worker while spreading: its queue goes to the other one, nothing w
   }
 });
 
-test('a worker that disconnects while spreading: what queued on its socket is served by the others', { timeout: 30000, skip }, async () => {
+test('a worker that disconnects while spreading: nothing is reset, the others and a new worker serve', { timeout: 30000, skip }, async () => {
   const p = run('rr-offload.js', [], { env: LOW });
   try {
     const { port } = await p.next((m) => m.event === 'serving');

@@ -152,8 +152,18 @@ function countDirect() {
   directTimer.unref();
 }
 
+/** Stops accepting on an offloaded rr listener's shared socket (the server stays). */
+function unlisten(entry) {
+  if (entry && entry.inner) {
+    entry.inner.close();
+    entry.inner = null;
+  }
+}
+
 function onControl(msg) {
   if (msg.op === 'ping') sendControl({ op: 'pong', seq: msg.seq, direct: directConnections });
+  // The primary takes no more connections for us on that listener.
+  else if (msg.op === 'unlisten') unlisten(listeners.get(msg.key));
   else if (msg.op === 'drain') drain();
   else if (msg.op === 'relayed') relayed(msg);
 }
@@ -391,9 +401,9 @@ function removeIndexesKey(indexesKey, index) {
 
 // Round robin: the primary accepts; this faux handle stands for its listener
 // (a plain object, as in Node). With the offload (src/reactor/offload.rs) the
-// primary also passes this worker's own socket of the listener's reuseport
-// group (`fd`): under a high connection rate the kernel queues connections
-// on it, and a libuv handle underneath accepts them into the same server.
+// primary also passes the listener's shared socket (`fd`), which every worker
+// listens on: under a high connection rate the kernel queues connections on
+// it, and a libuv handle underneath accepts them into the same server.
 function rr(reply, fd, { obj, pipe, indexesKey, index }, cb) {
   if (reply.errno) {
     if (fd >= 0) native.closeFd(fd);
@@ -401,7 +411,9 @@ function rr(reply, fd, { obj, pipe, indexesKey, index }, cb) {
   }
   let key = reply.key;
   let keepAlive = null;
-  const inner = fd >= 0 ? handles.open(fd, false, true) : null;
+  const entry = { handle: null, server: obj, pipe, least: reply.policy === 'least', inner: null };
+  if (fd >= 0) entry.inner = handles.open(fd, false, true);
+  const inner = entry.inner;
 
   function ref() {
     if (!keepAlive) keepAlive = setInterval(() => {}, 2 ** 31 - 1);
@@ -413,7 +425,7 @@ function rr(reply, fd, { obj, pipe, indexesKey, index }, cb) {
   function close() {
     if (key === undefined) return;
     unref();
-    if (inner !== null) inner.close();
+    unlisten(entry);
     closeListen(key);
     listeners.delete(key);
     removeIndexesKey(indexesKey, index);
@@ -435,12 +447,12 @@ function rr(reply, fd, { obj, pipe, indexesKey, index }, cb) {
       if (typeof handle.onconnection === 'function') handle.onconnection(err, client);
       else if (client) client.close();
     };
-    // The listener's queue length (every socket of the group has the same).
+    // The listener's queue length (both sockets of the group have the same).
     inner.listen(reply.backlog > 0 ? reply.backlog : 511);
   }
-  const least = reply.policy === 'least';
-  listeners.set(key, { handle, server: obj, pipe, least });
-  if (least) startLoadReports();
+  entry.handle = handle;
+  listeners.set(key, entry);
+  if (entry.least) startLoadReports();
   cb(0, handle);
 }
 

@@ -177,21 +177,6 @@ pub fn queued(_fd: &OwnedFd) -> Option<u32> {
     None
 }
 
-/// Bytes written to a unix socket that its peer has not read yet
-/// (`SIOCOUTQ`): how the reactor tells whether a worker's event loop runs.
-#[cfg(target_os = "linux")]
-pub fn unread(fd: &impl AsRawFd) -> Option<usize> {
-    let mut n: libc::c_int = 0;
-    // SAFETY: SIOCOUTQ (TIOCOUTQ) writes one int to the pointer we pass.
-    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
-    (rc == 0).then_some(n.max(0) as usize)
-}
-
-#[cfg(not(target_os = "linux"))]
-pub fn unread(_fd: &impl AsRawFd) -> Option<usize> {
-    None
-}
-
 /// Stops a listening socket: it leaves its `SO_REUSEPORT` group at once
 /// (whoever else still holds the fd), and what was queued on it is reset,
 /// so drain it first.

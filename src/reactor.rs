@@ -593,6 +593,11 @@ impl Loop {
                     for l in self.listeners.values_mut() {
                         l.current.clear();
                     }
+                    // The offload spreads only over equal weights.
+                    let lids: Vec<u32> = self.listeners.keys().copied().collect();
+                    for lid in lids {
+                        self.offload_program(lid);
+                    }
                 }
                 Command::Stats(reply) => {
                     let _ = reply.send(self.stats());
@@ -796,10 +801,10 @@ impl Loop {
                     if let Some(w) = self.workers.get_mut(&id) {
                         w.listening.retain(|l| *l != lid);
                     }
-                    self.leave_listener(id, lid);
-                    // It closed its server: its own socket of an offloaded
-                    // `rr` listener is polled no more.
+                    // It closed its server: it polls the shared socket of an
+                    // offloaded `rr` listener no more.
                     self.offload_leave(lid, id, true);
+                    self.leave_listener(id, lid);
                     // Its id, when set, is the token the primary's JS waits
                     // for on the message channel (see Registry::wait_synced).
                     if f.id != 0 {

@@ -391,21 +391,9 @@ impl Loop {
             }
             let n = l.workers.len();
             let workers = &self.workers;
-            // `rr` offload: the workers that look stuck (reactor/offload.rs).
-            let suspects = l.offload.as_ref().map_or_else(Vec::new, |o| o.suspects());
-            let only_suspects =
-                !suspects.is_empty() && l.workers.iter().all(|w| suspects.contains(w));
-            // A worker that looks stuck gets one connection at a time (its
-            // acknowledgement clears it) while another one can take them.
             let info = |pos: usize| -> Option<policy::Slot> {
-                let id = l.workers[pos];
-                let w = workers.get(&id)?;
-                let cap = if !only_suspects && suspects.contains(&id) {
-                    1
-                } else {
-                    window
-                };
-                (w.connected && w.inflight.len() < cap).then(|| policy::Slot {
+                let w = workers.get(&l.workers[pos])?;
+                (w.connected && w.inflight.len() < window).then(|| policy::Slot {
                     slot: w.slot,
                     open: w.open.saturating_add(w.inflight.len() as u32),
                 })
@@ -559,9 +547,6 @@ impl Loop {
                     touched.push(*lid);
                 }
             }
-        }
-        if !acks.is_empty() {
-            self.offload_alive(id);
         }
         for lid in touched {
             self.dispatch(lid);
