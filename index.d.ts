@@ -26,8 +26,9 @@ export interface RClusterDispatchSettings {
   reusePortHold?: number;
   /**
    * `rr` over TCP on Linux: under a high rate of new connections (5,000 a
-   * second or more) the kernel hands them straight to the workers' own
-   * sockets and the primary does no work per connection (default true).
+   * second or more) the kernel queues them on a socket every worker listens
+   * on, the first free worker takes each, and the primary does no work per
+   * connection (default true).
    * `false` keeps every connection going through the primary, one by one.
    */
   rrOffload?: boolean;

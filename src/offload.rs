@@ -1,22 +1,22 @@
 //! Kernel offload of round robin: the pieces that talk to the kernel.
 //!
-//! An `rr` TCP listener on Linux is a `SO_REUSEPORT` group: the primary's own
-//! socket first, then one socket per worker, all held by the primary. A
-//! classic BPF program attached to the group (`SO_ATTACH_REUSEPORT_CBPF`)
-//! chooses, for every new connection, the socket it queues on:
+//! An `rr` TCP listener on Linux is a `SO_REUSEPORT` group held by the
+//! primary: the primary's own socket first (index 0), then a socket every
+//! worker listens on. A classic BPF program attached to the group
+//! (`SO_ATTACH_REUSEPORT_CBPF`) chooses, for every new connection, the
+//! socket it queues on:
 //!
-//! - [`Program::Primary`]: always the primary's socket (index 0). The primary
-//!   accepts and hands connections out one by one with its window of
-//!   unacknowledged connections: exact round robin, the mode for few
-//!   connections (keep-alive pools, tests, a worker that looks stuck).
-//! - [`Program::Spread`]: a random member among the given worker sockets,
-//!   weighted. The workers accept on their own sockets and the primary does
-//!   no work per connection: the mode for a high rate of new connections.
+//! - [`Program::Primary`]: always the primary's socket. The primary accepts
+//!   and hands connections out one by one with its window of unacknowledged
+//!   connections: exact round robin, the mode for few connections.
+//! - [`Program::Spread`]: one of the given members at random, weighted (the
+//!   reactor names the one shared socket): the workers accept and the
+//!   primary does no work per connection, the mode for a high rate.
 //!
 //! The reactor (`src/reactor/offload.rs`) decides which program runs; this
-//! file builds the programs, attaches them, and reads a listening socket's
-//! accept queue length. Linux only: elsewhere [`supported`] is false and
-//! `rr` stays exact.
+//! file builds the programs, attaches them, reads a listening socket's
+//! accept queue length and stops one. Linux only: elsewhere [`supported`] is
+//! false and `rr` stays exact.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
