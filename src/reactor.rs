@@ -402,8 +402,9 @@ struct ListenReply<'a> {
     policy: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     sockname: Option<&'a SockName>,
-    /// `rr` offload: the queue length of the worker's own socket (the
-    /// listener's, so that every socket of the group has the same).
+    /// `rr` offload: the queue length for the shared socket the worker
+    /// listens on (the listener's, so that both sockets of the group have
+    /// the same).
     #[serde(skip_serializing_if = "Option::is_none")]
     backlog: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -502,7 +503,7 @@ impl Loop {
                 // not make the loop spin with a zero timeout until it is due.
                 Some(t) => {
                     let d = t.saturating_duration_since(Instant::now());
-                    (d.as_millis().min(1000) as i32) + i32::from(d.subsec_micros() % 1000 > 0)
+                    (d.as_millis().min(1000) as i32) + i32::from(d.subsec_nanos() % 1_000_000 > 0)
                 }
                 None => -1,
             };
@@ -803,7 +804,7 @@ impl Loop {
                     }
                     // It closed its server: it polls the shared socket of an
                     // offloaded `rr` listener no more.
-                    self.offload_leave(lid, id, true);
+                    self.offload_forget(lid, id);
                     self.leave_listener(id, lid);
                     // Its id, when set, is the token the primary's JS waits
                     // for on the message channel (see Registry::wait_synced).

@@ -145,18 +145,7 @@ impl Loop {
     /// no longer polls the shared socket either (closed its server, or
     /// died); otherwise it is told to stop listening on it.
     pub(super) fn offload_leave(&mut self, lid: u32, worker: u32, gone: bool) {
-        let Some(o) = self
-            .listeners
-            .get_mut(&lid)
-            .and_then(|l| l.offload.as_mut())
-        else {
-            return;
-        };
-        let Some(pos) = o.joined.iter().position(|w| *w == worker) else {
-            return;
-        };
-        o.joined.remove(pos);
-        if !gone {
+        if self.offload_forget(lid, worker) && !gone {
             if let Some(w) = self.workers.get(&worker) {
                 let body = format!(r#"{{"op":"unlisten","key":{lid}}}"#);
                 let _ = w
@@ -165,6 +154,24 @@ impl Loop {
             }
         }
         self.offload_program(lid);
+    }
+
+    /// Worker `worker` closed its server of `lid`: it no longer listens on
+    /// the shared socket (the program follows once it left the listener).
+    /// Returns whether it had been given the shared socket.
+    pub(super) fn offload_forget(&mut self, lid: u32, worker: u32) -> bool {
+        let Some(o) = self
+            .listeners
+            .get_mut(&lid)
+            .and_then(|l| l.offload.as_mut())
+        else {
+            return false;
+        };
+        let Some(pos) = o.joined.iter().position(|w| *w == worker) else {
+            return false;
+        };
+        o.joined.remove(pos);
+        true
     }
 
     /// `offload_leave(.., gone)` for every listener `worker` was spread to.
