@@ -27,6 +27,7 @@ declare -A RUN=(
   [channel_fds]="--skip ten_thousand_fds_one_per_frame"
   [channel_messages]="--skip back_pressure_never_blocks_and_drains_in_order --skip sizes_round_trip_byte_exact --skip each_size_alone --skip two_writers_keep_their_order_and_never_interleave"
   [fuzz_replay]=""
+  [offload_group]=""
 )
 
 # Build the test binaries and learn their paths.

@@ -123,8 +123,18 @@ pub fn attach(fd: &OwnedFd, program: &Program) -> io::Result<()> {
             k: i.k,
         })
         .collect();
-    let prog = libc::sock_fprog {
+    // `struct sock_fprog` with its padding spelled out, so that every byte
+    // handed to the kernel is initialised.
+    #[repr(C)]
+    struct Fprog {
+        len: u16,
+        pad: [u8; std::mem::size_of::<usize>() - 2],
+        filter: *mut libc::sock_filter,
+    }
+    const _: () = assert!(std::mem::size_of::<Fprog>() == std::mem::size_of::<libc::sock_fprog>());
+    let prog = Fprog {
         len: code.len() as u16,
+        pad: [0; std::mem::size_of::<usize>() - 2],
         filter: code.as_mut_ptr(),
     };
     // SAFETY: `prog` points at `code`, which lives until the call returns;
@@ -134,8 +144,8 @@ pub fn attach(fd: &OwnedFd, program: &Program) -> io::Result<()> {
             fd.as_raw_fd(),
             libc::SOL_SOCKET,
             SO_ATTACH_REUSEPORT_CBPF,
-            &prog as *const libc::sock_fprog as *const libc::c_void,
-            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+            &prog as *const Fprog as *const libc::c_void,
+            std::mem::size_of::<Fprog>() as libc::socklen_t,
         )
     };
     if rc == 0 {

@@ -134,7 +134,18 @@ impl Drop for FakeWorker {
 }
 
 /// A reactor with `window`, its events forwarded to the returned receiver.
+/// The dispatcher itself: the rr offload (kernel hand-off under a high
+/// connection rate) is off; `reactor_with` turns it on.
 pub fn reactor(window: usize) -> (Reactor, Receiver<Event>) {
+    reactor_with(Config {
+        window,
+        offload: false,
+        ..Config::default()
+    })
+}
+
+/// A reactor with `config`, its events forwarded to the returned receiver.
+pub fn reactor_with(config: Config) -> (Reactor, Receiver<Event>) {
     let (tx, rx) = crossbeam_channel::unbounded();
     let r = Reactor::start(
         Box::new(move |batch| {
@@ -142,14 +153,7 @@ pub fn reactor(window: usize) -> (Reactor, Receiver<Event>) {
                 let _ = tx.send(e);
             }
         }),
-        // The dispatcher itself: the rr offload (kernel hand-off under a
-        // high connection rate) is covered by tests/offload_group.rs and
-        // __test__/rr-offload.test.js.
-        Config {
-            window,
-            offload: false,
-            ..Config::default()
-        },
+        config,
     )
     .unwrap();
     (r, rx)

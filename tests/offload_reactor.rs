@@ -1,0 +1,156 @@
+#![cfg(target_os = "linux")]
+//! The `rr` offload in the reactor, with test threads playing the workers:
+//! few connections come one by one from the primary; a burst switches the
+//! listener to its shared socket (passed to every worker in the listen
+//! reply), where the kernel queues new connections; and when spreading
+//! stops being allowed (here: a weight other than 1) what queued on the
+//! shared socket is taken back and handed out by the primary.
+
+use std::net::TcpStream;
+use std::os::fd::OwnedFd;
+use std::time::{Duration, Instant};
+
+use rcluster::listener;
+use rcluster::reactor::{Config, Reactor};
+
+mod support;
+use support::{reactor_with, FakeWorker, Reply};
+
+const BURST: u32 = 8;
+
+fn offloaded() -> (
+    Reactor,
+    crossbeam_channel::Receiver<rcluster::reactor::Event>,
+) {
+    reactor_with(Config {
+        window: 16,
+        offload: true,
+        offload_burst: BURST,
+    })
+}
+
+fn listen_rr(w: &mut FakeWorker) -> Reply {
+    w.listen_with("rr", 0, r#","policy":"rr""#)
+}
+
+/// Accepts on `fd` until `n` connections came or `ms` passed.
+fn accept_within(fd: &OwnedFd, n: usize, ms: u64) -> Vec<OwnedFd> {
+    let end = Instant::now() + Duration::from_millis(ms);
+    let mut out = Vec::new();
+    while out.len() < n && Instant::now() < end {
+        match listener::accept(fd).unwrap() {
+            Some(c) => out.push(c),
+            None => std::thread::sleep(Duration::from_millis(2)),
+        }
+    }
+    out
+}
+
+fn kernel(r: &Reactor) -> bool {
+    r.stats().expect("stats").listeners[0].kernel
+}
+
+#[test]
+fn a_burst_moves_new_connections_to_the_shared_socket() {
+    let (r, _rx) = offloaded();
+    let mut a = FakeWorker::start(&r, 1, 1);
+    let mut b = FakeWorker::start(&r, 2, 2);
+    let la = listen_rr(&mut a);
+    let lb = listen_rr(&mut b);
+    assert_eq!(la.policy, "rr");
+    let shared = la.fd.expect("the shared socket is passed");
+    let shared_b = lb.fd.expect("to every worker");
+    assert_eq!(listener::sockname(&shared).unwrap().port, la.port);
+    assert_eq!(listener::sockname(&shared_b).unwrap().port, la.port);
+
+    // A few connections: exact round robin from the primary.
+    let few: Vec<TcpStream> = (0..4)
+        .map(|_| TcpStream::connect(("127.0.0.1", la.port)).unwrap())
+        .collect();
+    let (ca, cb) = (a.conns_for(200), b.conns_for(100));
+    assert_eq!((ca.len(), cb.len()), (2, 2));
+    a.ack_taken(&ca.iter().map(|f| f.id).collect::<Vec<_>>());
+    b.ack_taken(&cb.iter().map(|f| f.id).collect::<Vec<_>>());
+    assert!(!kernel(&r));
+    assert!(
+        accept_within(&shared, 1, 100).is_empty(),
+        "nothing on the shared socket yet"
+    );
+
+    // A burst: through the primary, which then switches the program; the
+    // kernel queues what comes next on the shared socket. Every connection
+    // arrives once.
+    let mut conns: Vec<TcpStream> = (0..BURST as usize + 2)
+        .map(|_| TcpStream::connect(("127.0.0.1", la.port)).unwrap())
+        .collect();
+    let end = Instant::now() + Duration::from_secs(5);
+    while !kernel(&r) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(kernel(&r), "spreading after the burst");
+    conns.extend((0..30).map(|_| TcpStream::connect(("127.0.0.1", la.port)).unwrap()));
+    let via_primary = a.conns_for(100).len() + b.conns_for(100).len();
+    let direct = accept_within(&shared_b, 100, 300);
+    // The switch comes at the BURST-th accept: the burst's last ones may
+    // already have gone to the shared socket.
+    assert!(via_primary >= BURST as usize, "{via_primary}");
+    assert!(
+        direct.len() >= 30,
+        "the kernel queued them on the shared socket"
+    );
+    assert_eq!(via_primary + direct.len(), BURST as usize + 2 + 30);
+    assert!(accept_within(&shared, 1, 100).is_empty(), "each once");
+    drop((few, conns));
+}
+
+#[test]
+fn what_queued_on_the_shared_socket_is_taken_back_when_spreading_stops() {
+    let (r, _rx) = offloaded();
+    let mut a = FakeWorker::start(&r, 1, 1);
+    let mut b = FakeWorker::start(&r, 2, 2);
+    let la = listen_rr(&mut a);
+    let shared = la.fd.expect("the shared socket is passed");
+    let _lb = listen_rr(&mut b);
+    // Into spreading (the fake workers acknowledge what the primary hands
+    // them, and accept nothing on the shared socket).
+    let warm: Vec<TcpStream> = (0..(BURST as usize + 2))
+        .map(|_| TcpStream::connect(("127.0.0.1", la.port)).unwrap())
+        .collect();
+    let end = Instant::now() + Duration::from_secs(5);
+    while !kernel(&r) && Instant::now() < end {
+        for w in [&mut a, &mut b] {
+            let ids: Vec<u64> = w.conns_for(20).iter().map(|f| f.id).collect();
+            w.ack_taken(&ids);
+        }
+    }
+    assert!(kernel(&r), "spreading");
+    // What the primary still handed out before the switch.
+    let mut quiet = 0;
+    while quiet < 2 {
+        quiet += 1;
+        for w in [&mut a, &mut b] {
+            let ids: Vec<u64> = w.conns_for(100).iter().map(|f| f.id).collect();
+            if !ids.is_empty() {
+                quiet = 0;
+            }
+            w.ack_taken(&ids);
+        }
+    }
+    // Connections made after the switch went to the shared socket: taken
+    // here, as a worker would.
+    let _taken = accept_within(&shared, 100, 100);
+    let queued: Vec<TcpStream> = (0..6)
+        .map(|_| TcpStream::connect(("127.0.0.1", la.port)).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(50));
+    // A weight other than 1: exact again, and the queue comes back.
+    r.set_weight(2, 2);
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(!kernel(&r));
+    let got = a.conns_for(200).len() + b.conns_for(200).len();
+    assert_eq!(
+        got, 6,
+        "the connections queued on the shared socket were handed out"
+    );
+    drop((warm, queued));
+}
