@@ -135,10 +135,10 @@ function sendControl(obj) {
   sendFrame(F.CONTROL, Buffer.from(JSON.stringify(obj)));
 }
 
-// Connections the kernel queued on this worker's own socket of an offloaded
+// Connections this worker took itself from the shared socket of an offloaded
 // rr listener: the primary never saw them. The count rides on every pong, and
 // a 100 ms unref'd timer reports it when it changed (one frame per 100 ms
-// under load, none when idle), for stats and recycling.
+// under load, none when idle), for stats, metrics and the CLI's status.
 let directConnections = 0;
 let directTimer = null;
 
@@ -443,9 +443,12 @@ function rr(reply, fd, { obj, pipe, indexesKey, index }, cb) {
     // Only the faux handle keeps the loop alive (ref/unref act on it).
     inner.unref();
     inner.onconnection = (err, client) => {
-      if (client) countDirect();
-      if (typeof handle.onconnection === 'function') handle.onconnection(err, client);
-      else if (client) client.close();
+      // An accept error (EMFILE...) is not the server's in rr, as in Node,
+      // where the primary accepts: the connection waits for another worker.
+      if (err || !client) return;
+      countDirect();
+      if (typeof handle.onconnection === 'function') handle.onconnection(0, client);
+      else client.close();
     };
     // The listener's queue length (both sockets of the group have the same).
     inner.listen(reply.backlog > 0 ? reply.backlog : 511);
@@ -482,10 +485,7 @@ function shared(reply, fd, { obj, kind, indexesKey, index }, cb) {
   };
   // reuseport: the worker accepts on its slot's socket, and may also be
   // handed connections the primary drained from a slot socket that closed.
-  // rr with a socket: the offload (src/reactor/offload.rs); connections come
-  // from the primary one by one, and under a high connection rate straight
-  // from the kernel on this socket.
-  const conns = reply.policy === 'reuseport' || reply.policy === 'rr';
+  const conns = reply.policy === 'reuseport';
   listeners.set(key, { handle, server: obj, pipe: kind === 'pipe', shared: true, conns });
   cb(0, handle);
 }

@@ -192,8 +192,9 @@ impl Loop {
     }
 
     /// The program listener `lid` should run now, attached if it changed.
-    /// Going back to exact, what queued on the shared socket is accepted
-    /// here and dispatched like any connection.
+    /// Going back to exact because the workers cannot all take from the
+    /// shared socket any more, what queued on it is accepted here and
+    /// dispatched like any connection (for a rate probe the workers take it).
     pub(super) fn offload_program(&mut self, lid: u32) {
         let Some(l) = self.listeners.get(&lid) else {
             return;
@@ -227,7 +228,7 @@ impl Loop {
         } else {
             o.spreading = None;
         }
-        if o.attached == Program::Primary {
+        if o.attached == Program::Primary && !eligible {
             let mut n = 0;
             while let Ok(Some(c)) = listener::accept(&o.shared) {
                 n += 1;
