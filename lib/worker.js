@@ -154,7 +154,9 @@ function countDirect() {
 
 /** Stops accepting on an offloaded rr listener's shared socket (the server stays). */
 function unlisten(entry) {
-  if (entry && entry.inner) {
+  if (!entry) return;
+  entry.unlistened = true; // also when the shared socket is not open yet
+  if (entry.inner) {
     entry.inner.close();
     entry.inner = null;
   }
@@ -412,8 +414,6 @@ function rr(reply, fd, { obj, pipe, indexesKey, index }, cb) {
   let key = reply.key;
   let keepAlive = null;
   const entry = { handle: null, server: obj, pipe, least: reply.policy === 'least', inner: null };
-  if (fd >= 0) entry.inner = handles.open(fd, false, true);
-  const inner = entry.inner;
 
   function ref() {
     if (!keepAlive) keepAlive = setInterval(() => {}, 2 ** 31 - 1);
@@ -439,19 +439,32 @@ function rr(reply, fd, { obj, pipe, indexesKey, index }, cb) {
     };
   }
   handle.ref();
-  if (inner !== null) {
-    // Only the faux handle keeps the loop alive (ref/unref act on it).
-    inner.unref();
-    inner.onconnection = (err, client) => {
-      // An accept error (EMFILE...) is not the server's in rr, as in Node,
-      // where the primary accepts: the connection waits for another worker.
-      if (err || !client) return;
-      countDirect();
-      if (typeof handle.onconnection === 'function') handle.onconnection(0, client);
-      else client.close();
-    };
-    // The listener's queue length (both sockets of the group have the same).
-    inner.listen(reply.backlog > 0 ? reply.backlog : 511);
+  // The shared socket is opened after 'listening' (the first libuv handle
+  // made from an fd costs about a millisecond; startup should not wait for
+  // it). Until then connections queued on it go to the other workers.
+  if (fd >= 0) {
+    setImmediate(() => {
+      if (key === undefined || entry.unlistened) {
+        native.closeFd(fd);
+        return;
+      }
+      const inner = handles.open(fd, false, true);
+      if (inner === null) return;
+      // Only the faux handle keeps the loop alive (ref/unref act on it).
+      inner.unref();
+      inner.onconnection = (err, client) => {
+        // An accept error (EMFILE...) is not the server's in rr, as in
+        // Node, where the primary accepts: the connection waits for
+        // another worker.
+        if (err || !client) return;
+        countDirect();
+        if (typeof handle.onconnection === 'function') handle.onconnection(0, client);
+        else client.close();
+      };
+      // The listener's queue length (both sockets of the group have the same).
+      inner.listen(reply.backlog > 0 ? reply.backlog : 511);
+      entry.inner = inner;
+    });
   }
   entry.handle = handle;
   listeners.set(key, entry);
