@@ -413,7 +413,7 @@ function rr(reply, fd, { obj, pipe, indexesKey, index }, cb) {
   }
   let key = reply.key;
   let keepAlive = null;
-  const entry = { handle: null, server: obj, pipe, least: reply.policy === 'least', inner: null };
+  const entry = { handle: null, server: obj, pipe, least: reply.policy === 'least', inner: null, unlistened: false };
 
   function ref() {
     if (!keepAlive) keepAlive = setInterval(() => {}, 2 ** 31 - 1);

@@ -1,9 +1,7 @@
 #![cfg(target_os = "linux")]
 //! The kernel side of the `rr` offload on real sockets: a group founded by
-//! `listener::bind_group`, worker sockets joined with `bind_reuseport`, the
-//! classic BPF programs steering real loopback connections, the accept queue
-//! length, and the group's order after a socket stops listening (the order
-//! the reactor mirrors).
+//! `listener::bind_group`, the shared socket joined with `bind_reuseport`,
+//! and the classic BPF programs steering real loopback connections.
 
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::OwnedFd;
@@ -23,7 +21,7 @@ fn request(port: i64) -> ListenRequest {
     .expect("request")
 }
 
-/// The primary's socket and `n` worker sockets, in group order.
+/// The primary's socket and `n` more members, in group order.
 fn group(n: usize) -> (Vec<OwnedFd>, SockName) {
     let req = request(0);
     let first = listener::bind_group(&req).expect("bind_group").fd;
@@ -64,52 +62,17 @@ fn spread(socks: &[OwnedFd], name: &SockName, n: usize) -> Vec<usize> {
 #[test]
 fn primary_program_queues_everything_on_the_primary() {
     let (socks, name) = group(2);
-    offload::attach(&socks[0], &Program::Primary).expect("attach");
+    offload::attach(&socks[0], Program::Primary).expect("attach");
     assert_eq!(spread(&socks, &name, 60), vec![60, 0, 0]);
 }
 
 #[test]
-fn spread_program_reaches_only_the_named_workers_by_weight() {
-    let (socks, name) = group(3);
-    offload::attach(&socks[0], &Program::Spread(vec![(1, 1), (3, 1)])).expect("attach");
-    let c = spread(&socks, &name, 400);
-    assert_eq!(c[0] + c[2], 0, "{c:?}");
-    assert_eq!(c[1] + c[3], 400, "{c:?}");
-    assert!(c[1] > 120 && c[3] > 120, "random halves: {c:?}");
-
-    offload::attach(&socks[0], &Program::Spread(vec![(1, 3), (2, 1)])).expect("attach");
-    let c = spread(&socks, &name, 400);
-    assert_eq!(c[0] + c[3], 0, "{c:?}");
-    assert!(c[1] > c[2] * 2, "weight 3 against 1: {c:?}");
-}
-
-#[test]
-fn a_socket_that_stops_listening_is_replaced_by_the_last_one() {
-    let (mut socks, name) = group(3);
-    // [P, A, B, C]: A stops; the kernel moves C to index 1: [P, C, B].
-    let a = socks.remove(1);
-    offload::stop_listening(&a);
-    let c_sock = socks.pop().expect("C");
-    socks.insert(1, c_sock);
-    offload::attach(&socks[0], &Program::Spread(vec![(1, 1)])).expect("attach");
-    assert_eq!(spread(&socks, &name, 30), vec![0, 30, 0]);
-    offload::attach(&socks[0], &Program::Spread(vec![(2, 1)])).expect("attach");
-    assert_eq!(spread(&socks, &name, 30), vec![0, 0, 30]);
-    // The stopped socket takes nothing and reports no queue.
-    assert_eq!(listener::accept(&a).ok().flatten().map(|_| ()), None);
-}
-
-#[test]
-fn queued_reads_the_accept_queue() {
-    let (socks, name) = group(0);
-    let addr: SocketAddr = format!("{}:{}", name.address, name.port).parse().unwrap();
-    assert_eq!(offload::queued(&socks[0]), Some(0));
-    let conns: Vec<TcpStream> = (0..5).map(|_| TcpStream::connect(addr).unwrap()).collect();
-    std::thread::sleep(Duration::from_millis(50));
-    assert_eq!(offload::queued(&socks[0]), Some(5));
-    while let Ok(Some(_)) = listener::accept(&socks[0]) {}
-    assert_eq!(offload::queued(&socks[0]), Some(0));
-    drop(conns);
+fn shared_program_queues_everything_on_the_shared_socket() {
+    let (socks, name) = group(2);
+    offload::attach(&socks[0], Program::Shared).expect("attach");
+    assert_eq!(spread(&socks, &name, 60), vec![0, 60, 0]);
+    offload::attach(&socks[0], Program::Primary).expect("attach");
+    assert_eq!(spread(&socks, &name, 60), vec![60, 0, 0]);
 }
 
 #[test]

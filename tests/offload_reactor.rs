@@ -7,14 +7,13 @@
 //! shared socket is taken back and handed out by the primary.
 
 use std::net::TcpStream;
-use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
 use rcluster::listener;
 use rcluster::reactor::{Config, Reactor};
 
 mod support;
-use support::{reactor_with, FakeWorker, Reply};
+use support::{accept_within, reactor_with, FakeWorker, Reply};
 
 const BURST: u32 = 8;
 
@@ -31,19 +30,6 @@ fn offloaded() -> (
 
 fn listen_rr(w: &mut FakeWorker) -> Reply {
     w.listen_with("rr", 0, r#","policy":"rr""#)
-}
-
-/// Accepts on `fd` until `n` connections came or `ms` passed.
-fn accept_within(fd: &OwnedFd, n: usize, ms: u64) -> Vec<OwnedFd> {
-    let end = Instant::now() + Duration::from_millis(ms);
-    let mut out = Vec::new();
-    while out.len() < n && Instant::now() < end {
-        match listener::accept(fd).unwrap() {
-            Some(c) => out.push(c),
-            None => std::thread::sleep(Duration::from_millis(2)),
-        }
-    }
-    out
 }
 
 fn kernel(r: &Reactor) -> bool {

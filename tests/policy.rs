@@ -11,12 +11,11 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use rcluster::frame::Kind;
-use rcluster::listener;
 use rcluster::policy;
 use rcluster::reactor::Event;
 
 mod support;
-use support::{reactor, wait_event, FakeWorker, Reply};
+use support::{accept_n, reactor, wait_event, FakeWorker, Reply};
 
 /// This file's spelling of the fake worker's calls.
 trait PolicyWorker {
@@ -44,19 +43,6 @@ fn connect_from(host: u8, port: u16) -> TcpStream {
     s.connect(&SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port).into())
         .unwrap();
     s.into()
-}
-
-/// Accepts on a listening socket until `n` connections came or 5 s passed.
-fn accept_n(fd: &OwnedFd, n: usize) -> Vec<OwnedFd> {
-    let end = Instant::now() + Duration::from_secs(5);
-    let mut out = Vec::new();
-    while out.len() < n && Instant::now() < end {
-        match listener::accept(fd).unwrap() {
-            Some(c) => out.push(c),
-            None => std::thread::sleep(Duration::from_millis(2)),
-        }
-    }
-    out
 }
 
 fn write_fd(fd: &OwnedFd, data: &[u8]) {

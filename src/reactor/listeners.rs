@@ -127,7 +127,9 @@ impl Loop {
             (Some(Arc::new(fd)), HashMap::new())
         };
         let offload = match (&fd, offload) {
-            (Some(fd), true) => super::offload::Offload::new(fd, r, self.config.offload_burst),
+            (Some(fd), true) => {
+                super::offload::Offload::new(fd, sockname.as_ref(), r, self.config.offload_burst)
+            }
             _ => None,
         };
         self.keys.insert(r.key.clone(), lid);
@@ -219,7 +221,7 @@ impl Loop {
             l.workers.push(id);
         }
         if l.offload.is_some() {
-            // The worker listens on its own socket of the group as well.
+            // The worker listens on the group's shared socket as well.
             return Ok(self.offload_join(lid, id));
         }
         Ok(pass)

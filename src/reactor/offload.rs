@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use super::{Loop, Pending};
 use crate::frame::Kind;
-use crate::listener::{self, ListenRequest};
+use crate::listener::{self, ListenRequest, SockName};
 use crate::offload::{self, Program};
 
 /// The rate measurement of the exact mode: this many accepts (by default;
@@ -44,9 +44,6 @@ pub const SPREAD_BURST: u32 = 256;
 pub(super) const SPREAD_WINDOW: Duration = Duration::from_millis(50);
 /// How long a listener spreads before it measures the rate again.
 pub(super) const PROBE_AFTER: Duration = Duration::from_secs(1);
-
-/// The shared socket's index in the group.
-const SHARED: u32 = 1;
 
 /// The offload state of one `rr` listener.
 pub(super) struct Offload {
@@ -69,12 +66,17 @@ pub(super) struct Offload {
 
 impl Offload {
     /// Starts the offload for a listener whose socket `fd` was bound with
-    /// [`listener::bind_group`]: binds the shared socket into its group.
-    /// `None` where that or the program fails (the listener stays exact).
-    pub(super) fn new(fd: &Arc<OwnedFd>, template: &ListenRequest, burst: u32) -> Option<Offload> {
-        let at = listener::sockname(fd)?;
-        let shared = listener::bind_reuseport(template, Some(&at)).ok()?.fd;
-        offload::attach(fd, &Program::Primary).ok()?;
+    /// [`listener::bind_group`] at `at`: binds the shared socket into its
+    /// group. `None` where that or the program fails (the listener stays
+    /// exact).
+    pub(super) fn new(
+        fd: &Arc<OwnedFd>,
+        at: Option<&SockName>,
+        template: &ListenRequest,
+        burst: u32,
+    ) -> Option<Offload> {
+        let shared = listener::bind_reuseport(template, Some(at?)).ok()?.fd;
+        offload::attach(fd, Program::Primary).ok()?;
         let now = Instant::now();
         Some(Offload {
             primary: fd.clone(),
@@ -213,14 +215,14 @@ impl Loop {
                         .is_some_and(|w| w.connected && w.weight == 1)
             });
         let program = if o.spreading.is_some() && eligible {
-            Program::Spread(vec![(SHARED, 1)])
+            Program::Shared
         } else {
             Program::Primary
         };
         if program == o.attached {
             return;
         }
-        let attached = offload::attach(&o.primary, &program).is_ok();
+        let attached = offload::attach(&o.primary, program).is_ok();
         let l = self.listeners.get_mut(&lid).expect("listener exists");
         let o = l.offload.as_mut().expect("offload exists");
         if attached {

@@ -19,9 +19,9 @@ pub struct WorkerStats {
     pub uptime_ms: u64,
     /// Restarts of the worker's slot so far.
     pub restarts: u32,
-    /// Connections handed to it (first hand-offs), plus those it accepted
-    /// itself on its own socket of an offloaded `rr` listener (reported with
-    /// its heartbeat answers, so up to a second late).
+    /// Connections handed to it (first hand-offs), plus those it took itself
+    /// from the shared socket of an offloaded `rr` listener (it reports them
+    /// within 100 ms, and with every heartbeat answer).
     pub connections: u64,
     /// Handed to it and not acknowledged yet.
     pub unacknowledged: usize,
@@ -49,9 +49,10 @@ pub struct ListenerStats {
     /// Connections waiting for a worker in the primary, plus those handed out
     /// and not acknowledged yet.
     pub queued: usize,
-    /// `rr`: new connections go from the kernel straight to the workers'
-    /// own sockets now (the offload under a high connection rate); those are
-    /// not counted in `accepted` (the workers' `connections` count them).
+    /// `rr`: new connections go from the kernel straight to the shared
+    /// socket the workers listen on now (the offload under a high
+    /// connection rate); those are not counted in `accepted` (the workers'
+    /// `connections` count them).
     pub kernel: bool,
 }
 

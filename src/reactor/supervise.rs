@@ -187,8 +187,8 @@ struct WorkerSup {
     ping_seq: u64,
     recycle_at: u64,
     connections: u64,
-    /// Connections it accepted itself on its own socket of an offloaded `rr`
-    /// listener, as its last heartbeat answer said.
+    /// Connections it took itself from the shared socket of an offloaded
+    /// `rr` listener, as its last report or heartbeat answer said.
     direct: u64,
     /// Round trip of the last answered heartbeat, in ms.
     event_loop_delay_ms: Option<f64>,

@@ -133,6 +133,24 @@ impl Drop for FakeWorker {
     }
 }
 
+/// Accepts on a listening socket until `n` connections came or 5 s passed.
+pub fn accept_n(fd: &OwnedFd, n: usize) -> Vec<OwnedFd> {
+    accept_within(fd, n, 5000)
+}
+
+/// Accepts on a listening socket until `n` connections came or `ms` passed.
+pub fn accept_within(fd: &OwnedFd, n: usize, ms: u64) -> Vec<OwnedFd> {
+    let end = Instant::now() + Duration::from_millis(ms);
+    let mut out = Vec::new();
+    while out.len() < n && Instant::now() < end {
+        match rcluster::listener::accept(fd).unwrap() {
+            Some(c) => out.push(c),
+            None => std::thread::sleep(Duration::from_millis(2)),
+        }
+    }
+    out
+}
+
 /// A reactor with `window`, its events forwarded to the returned receiver.
 /// The dispatcher itself: the rr offload (kernel hand-off under a high
 /// connection rate) is off; `reactor_with` turns it on.
