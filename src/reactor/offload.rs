@@ -15,8 +15,9 @@
 //!   connections on the shared socket and whichever worker is free first
 //!   accepts them: the primary does no work per connection, and no
 //!   connection waits for a busy or stuck worker while another one is free
-//!   (one queue, many servers). Every [`PROBE_AFTER`] the listener goes back
-//!   to exact for a moment to measure the rate again.
+//!   (one queue, many servers). Every [`PROBE_AFTER`] the listener checks the
+//!   rate from the workers' reports of what they took (sent within 100 ms):
+//!   below the burst's rate it is exact again, and measures it there.
 //! - **Never lost**: both sockets stay the primary's. A worker that stops
 //!   taking connections while it lives (disconnect, retire) is told to stop
 //!   listening on the shared socket; one that dies or closes its server
@@ -42,7 +43,8 @@ use crate::offload::{self, Program};
 pub const SPREAD_BURST: u32 = 256;
 /// ...within this time switch to spreading.
 pub(super) const SPREAD_WINDOW: Duration = Duration::from_millis(50);
-/// How long a listener spreads before it measures the rate again.
+/// How often a spreading listener checks the rate (from what the workers
+/// report taking).
 pub(super) const PROBE_AFTER: Duration = Duration::from_secs(1);
 
 /// The offload state of one `rr` listener.
@@ -62,6 +64,9 @@ pub(super) struct Offload {
     want_spread: bool,
     /// Accepts within [`SPREAD_WINDOW`] that start spreading.
     burst: u32,
+    /// The workers' count of connections taken from the shared socket when
+    /// spreading started or was last confirmed.
+    direct_since: u64,
 }
 
 impl Offload {
@@ -88,6 +93,7 @@ impl Offload {
             rate_count: 0,
             want_spread: false,
             burst: burst.max(1),
+            direct_since: 0,
         })
     }
 
@@ -269,6 +275,14 @@ impl Loop {
             .map(|(lid, _)| *lid)
             .collect();
         for lid in due {
+            // What the listener's workers took from the shared socket so far
+            // (their reports, at most 100 ms old).
+            let direct: u64 = self.listeners.get(&lid).map_or(0, |l| {
+                l.workers
+                    .iter()
+                    .map(|w| self.sup.direct_connections(*w))
+                    .sum()
+            });
             let Some(o) = self
                 .listeners
                 .get_mut(&lid)
@@ -279,11 +293,22 @@ impl Loop {
             if o.want_spread {
                 o.want_spread = false;
                 o.spreading = Some(now);
-            } else {
-                // Measure the rate again, in exact mode.
-                o.spreading = None;
-                o.rate_start = now;
-                o.rate_count = 0;
+                o.direct_since = direct;
+            } else if let Some(since) = o.spreading {
+                // The rate now is what the workers took themselves: still
+                // the burst's rate or more, spreading goes on; below it, the
+                // listener is exact again (and measures the rate there).
+                let took = direct.saturating_sub(o.direct_since) as f64;
+                let needed = o.burst as f64 * now.duration_since(since).as_secs_f64()
+                    / SPREAD_WINDOW.as_secs_f64();
+                if took >= needed {
+                    o.spreading = Some(now);
+                    o.direct_since = direct;
+                } else {
+                    o.spreading = None;
+                    o.rate_start = now;
+                    o.rate_count = 0;
+                }
             }
             self.offload_program(lid);
         }

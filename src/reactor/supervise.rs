@@ -273,6 +273,12 @@ impl State {
         self.workers.get(&worker).is_some_and(|w| w.recycle_at > 0)
     }
 
+    /// Connections `worker` reported taking itself from offloaded `rr`
+    /// listeners' shared sockets.
+    pub fn direct_connections(&self, worker: u32) -> u64 {
+        self.workers.get(&worker).map_or(0, |w| w.direct)
+    }
+
     /// What the supervisor knows of `worker`.
     pub fn worker_info(&self, worker: u32) -> WorkerInfo {
         let Some(w) = self.workers.get(&worker) else {
