@@ -104,6 +104,44 @@ test('a burst of new connections goes straight to the workers; every request is 
   }
 });
 
+test('when the burst is over the listener is exact again: the primary accepts what comes next', { timeout: 30000, skip }, async () => {
+  const p = run('rr-offload.js', [], { env: LOW });
+  try {
+    const { port } = await p.next((m) => m.event === 'serving');
+    const l = load(port);
+    await untilKernel(p);
+    await l.stop();
+    // The rate is checked once a second; nothing came, so it is exact.
+    const end = Date.now() + 8000;
+    let s = await stats(p);
+    while (s.listeners[0].kernel && Date.now() < end) {
+      await new Promise((r) => setTimeout(r, 100));
+      s = await stats(p);
+    }
+    assert.strictEqual(s.listeners[0].kernel, false, 'exact again once the load stopped');
+    // A few connections, far below the (lowered) burst's rate.
+    const before = s.listeners[0].accepted;
+    const served = [];
+    for (let i = 0; i < 10; i++) {
+      served.push(await new Promise((resolve, reject) => {
+        http.get({ host: '127.0.0.1', port, agent: false }, (res) => {
+          let body = '';
+          res.on('data', (d) => { body += d; });
+          res.on('end', () => resolve(body));
+        }).on('error', reject);
+      }));
+      await new Promise((r) => setTimeout(r, 30));
+    }
+    const after = (await stats(p)).listeners[0];
+    assert.strictEqual(after.kernel, false);
+    assert.strictEqual(after.accepted - before, 10, 'every new connection went through the primary');
+    // One by one, in turn.
+    for (let i = 1; i < served.length; i++) assert.notStrictEqual(served[i], served[i - 1], `in turn: ${served}`);
+  } finally {
+    await p.kill();
+  }
+});
+
 test('few keep-alive connections stay exact: the primary hands them out one by one, evenly', { timeout: 30000, skip }, async () => {
   const p = run('rr-offload.js', [], {});
   try {

@@ -847,8 +847,6 @@ function onEvent(ev) {
     case 'exitedAfterDisconnect':
       worker.exitedAfterDisconnect = true;
       break;
-    case 'control':
-      break;
     case 'disconnect':
       ipc.markDisconnected(proc);
       break;
@@ -875,7 +873,7 @@ function onEvent(ev) {
 // the reactor's (from the control channel) are copies, or the end of the
 // control channel, which is not the end of the worker's IPC. (A message on
 // the control channel, which rcluster's worker never sends, is delivered.)
-const FROM_MESSAGES = new Set(['online', 'listening', 'exitedAfterDisconnect', 'disconnect', 'control']);
+const FROM_MESSAGES = new Set(['online', 'listening', 'exitedAfterDisconnect', 'disconnect']);
 
 /**
  * Opens the primary's end of worker `id`'s message channel (`fd`, from the

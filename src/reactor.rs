@@ -814,7 +814,13 @@ impl Loop {
                 }
                 Err(e) => self.worker_gone(id, Some(format!("worker {id}: {e}"))),
             },
-            Kind::Listening | Kind::ExitedAfterDisconnect | Kind::Control => {
+            // Control frames (ready, retire, pong, direct counts) are the
+            // supervisor's alone: the primary's JS has nothing to do with
+            // them, and waking it for each one (a pong per heartbeat, a count
+            // report per 100 ms from every worker) is most of what an idle
+            // primary with many workers costs.
+            Kind::Control => self.sup_frame(id, f.kind, &f.payload),
+            Kind::Listening | Kind::ExitedAfterDisconnect => {
                 self.sup_frame(id, f.kind, &f.payload);
                 self.events.push(Event::Frame {
                     worker: id,

@@ -17,7 +17,8 @@
 //!   connection waits for a busy or stuck worker while another one is free
 //!   (one queue, many servers). Every [`PROBE_AFTER`] the listener checks the
 //!   rate from the workers' reports of what they took (sent within 100 ms):
-//!   below the burst's rate it is exact again, and measures it there.
+//!   below half the burst's rate ([`KEEP_SPREADING`]) it is exact again, and
+//!   measures it there.
 //! - **Never lost**: both sockets stay the primary's. A worker that stops
 //!   taking connections while it lives (disconnect, retire) is told to stop
 //!   listening on the shared socket; one that dies or closes its server
@@ -46,6 +47,9 @@ pub(super) const SPREAD_WINDOW: Duration = Duration::from_millis(50);
 /// How often a spreading listener checks the rate (from what the workers
 /// report taking).
 pub(super) const PROBE_AFTER: Duration = Duration::from_secs(1);
+/// A spreading listener stays so while its rate is at least this share of
+/// the rate that started it.
+pub(super) const KEEP_SPREADING: f64 = 0.5;
 
 /// The offload state of one `rr` listener.
 pub(super) struct Offload {
@@ -295,13 +299,9 @@ impl Loop {
                 o.spreading = Some(now);
                 o.direct_since = direct;
             } else if let Some(since) = o.spreading {
-                // The rate now is what the workers took themselves: still
-                // the burst's rate or more, spreading goes on; below it, the
-                // listener is exact again (and measures the rate there).
-                let took = direct.saturating_sub(o.direct_since) as f64;
-                let needed = o.burst as f64 * now.duration_since(since).as_secs_f64()
-                    / SPREAD_WINDOW.as_secs_f64();
-                if took >= needed {
+                // The rate now is what the workers took themselves.
+                let took = direct.saturating_sub(o.direct_since);
+                if keeps_spreading(took, o.burst, now.duration_since(since)) {
                     o.spreading = Some(now);
                     o.direct_since = direct;
                 } else {
@@ -312,5 +312,35 @@ impl Loop {
             }
             self.offload_program(lid);
         }
+    }
+}
+
+/// Whether a listener that spread `elapsed` ago at a burst of `burst`
+/// accepts per [`SPREAD_WINDOW`], and whose workers took `took` connections
+/// since, goes on spreading: at [`KEEP_SPREADING`] of the burst's rate or
+/// more. Below it the listener is exact again (and measures the rate there).
+/// The gap between the two rates keeps a load near the burst's rate from
+/// switching back and forth, each time with a second of exact dispatch.
+fn keeps_spreading(took: u64, burst: u32, elapsed: Duration) -> bool {
+    let needed =
+        KEEP_SPREADING * burst as f64 * elapsed.as_secs_f64() / SPREAD_WINDOW.as_secs_f64();
+    took as f64 >= needed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spreading_goes_on_down_to_half_the_rate_that_started_it() {
+        let second = Duration::from_secs(1);
+        // 256 per 50 ms: 5,120 a second starts spreading.
+        assert!(keeps_spreading(5_120, 256, second));
+        assert!(keeps_spreading(2_560, 256, second));
+        assert!(!keeps_spreading(2_559, 256, second));
+        assert!(!keeps_spreading(0, 256, second));
+        // The check is a rate: a late timer asks for more.
+        assert!(!keeps_spreading(2_560, 256, 2 * second));
+        assert!(keeps_spreading(5_120, 256, 2 * second));
     }
 }
