@@ -36,7 +36,7 @@ const DEFAULTS = {
   scaleDuration: 3, // figure 5
   scaleWarmup: 1, // once per server, before the first round
   scaleWorkers: [2, 4, 8, 16],
-  startupRounds: 5, // figure 6
+  startupRounds: 15, // figure 6: a start takes ~70 ms and its time is bimodal, so many
   idleWait: 30, // s at most, before the run
   idleWaitBetween: 8, // s at most, before each figure
   budget: 15 * 60, // s for the whole suite, hard stop

@@ -33,6 +33,7 @@ const workers = Number(process.argv[3] || 2);
 const policy = process.argv[4] || 'rr';
 const fixedPort = Number(process.argv[5] || 0);
 const MAX_SECONDS = Number(process.env.BENCH_SERVER_MAX_SECONDS || 600);
+const weights = kind === 'rcluster' && process.env.BENCH_WEIGHTS ? process.env.BENCH_WEIGHTS.split(',').map(Number) : [];
 
 let requests = 0;
 
@@ -217,7 +218,9 @@ function primary(cluster) {
     if (i === 0) firstFork = t;
     let w;
     try {
-      w = cluster.fork();
+      // BENCH_WEIGHTS=15,1: rcluster's weighted rr, to show what an uneven
+      // split does (figure 2's reference row).
+      w = weights.length > 0 ? cluster.fork(undefined, { weight: weights[i % weights.length] }) : cluster.fork();
     } catch (err) {
       if (policy === 'reuseport') {
         report({ unavailable: `rcluster rejected the reuseport policy: ${String(err.message).split('\n')[0]}` });

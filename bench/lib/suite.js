@@ -15,7 +15,8 @@ const SERVER = path.join(__dirname, 'server.js');
 
 // Variant: { name, kind: single|cluster|rcluster, policy, workers }.
 async function startVariant(v, extra = {}) {
-  const env = v.policy === 'reuseport' ? { NODE_CLUSTER_SCHED_POLICY: 'reuseport' } : undefined;
+  const policyEnv = v.policy === 'reuseport' ? { NODE_CLUSTER_SCHED_POLICY: 'reuseport' } : undefined;
+  const env = policyEnv || v.env ? { ...policyEnv, ...v.env } : undefined;
   return startServer(SERVER, v.kind, v.kind === 'single' ? 1 : v.workers, {
     policy: v.kind === 'single' ? undefined : v.policy,
     env,
