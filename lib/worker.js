@@ -136,20 +136,15 @@ function sendControl(obj) {
 }
 
 // Connections this worker took itself from the shared socket of an offloaded
-// rr listener: the primary never saw them. The count rides on every pong, and
-// a 100 ms unref'd timer reports it when it changed (one frame per 100 ms
-// under load, none when idle), for stats, metrics and the CLI's status.
+// rr listener: the primary never saw them. The count rides on every pong
+// (the stats heartbeat, each second by default), for stats, metrics and the
+// CLI's status, and answers the primary's `count` (once a second while the
+// listener spreads), from which it measures the rate. Nothing is sent per
+// connection or on a timer of the worker's own.
 let directConnections = 0;
-let directTimer = null;
 
 function countDirect() {
   directConnections++;
-  if (directTimer !== null) return;
-  directTimer = setTimeout(() => {
-    directTimer = null;
-    sendControl({ op: 'direct', n: directConnections });
-  }, 100);
-  directTimer.unref();
 }
 
 /** Stops accepting on an offloaded rr listener's shared socket (the server stays). */
@@ -164,6 +159,7 @@ function unlisten(entry) {
 
 function onControl(msg) {
   if (msg.op === 'ping') sendControl({ op: 'pong', seq: msg.seq, direct: directConnections });
+  else if (msg.op === 'count') sendControl({ op: 'direct', n: directConnections });
   // The primary takes no more connections for us on that listener.
   else if (msg.op === 'unlisten') unlisten(listeners.get(msg.key));
   else if (msg.op === 'drain') drain();

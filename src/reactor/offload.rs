@@ -15,10 +15,10 @@
 //!   connections on the shared socket and whichever worker is free first
 //!   accepts them: the primary does no work per connection, and no
 //!   connection waits for a busy or stuck worker while another one is free
-//!   (one queue, many servers). Every [`PROBE_AFTER`] the listener checks the
-//!   rate from the workers' reports of what they took (sent within 100 ms):
-//!   below half the burst's rate ([`KEEP_SPREADING`]) it is exact again, and
-//!   measures it there.
+//!   (one queue, many servers). Every [`PROBE_AFTER`] the listener asks its
+//!   workers how many connections they took (one control frame each) and
+//!   reads the answers [`COUNT_WAIT`] later: below half the burst's rate
+//!   ([`KEEP_SPREADING`]) it is exact again, and measures it there.
 //! - **Never lost**: both sockets stay the primary's. A worker that stops
 //!   taking connections while it lives (disconnect, retire) is told to stop
 //!   listening on the shared socket; one that dies or closes its server
@@ -44,9 +44,12 @@ use crate::offload::{self, Program};
 pub const SPREAD_BURST: u32 = 256;
 /// ...within this time switch to spreading.
 pub(super) const SPREAD_WINDOW: Duration = Duration::from_millis(50);
-/// How often a spreading listener checks the rate (from what the workers
-/// report taking).
+/// How often a spreading listener checks the rate: it asks its workers how
+/// many connections they took from the shared socket...
 pub(super) const PROBE_AFTER: Duration = Duration::from_secs(1);
+/// ...and reads their answers this long after asking (a worker whose event
+/// loop is slower than that is counted at its previous answer).
+pub(super) const COUNT_WAIT: Duration = Duration::from_millis(200);
 /// A spreading listener stays so while its rate is at least this share of
 /// the rate that started it.
 pub(super) const KEEP_SPREADING: f64 = 0.5;
@@ -60,8 +63,12 @@ pub(super) struct Offload {
     /// Workers that were given the shared socket and still listen on it.
     joined: Vec<u32>,
     attached: Program,
-    /// Spreading since then; `None`: exact.
+    /// Spreading; the rate is measured from then (`direct_since` is the
+    /// workers' count at that time). `None`: exact.
     spreading: Option<Instant>,
+    /// The workers were asked for their counts then; the answers are read
+    /// [`COUNT_WAIT`] later.
+    counting: Option<Instant>,
     rate_start: Instant,
     rate_count: u32,
     /// The rate says spread; done on the next loop turn.
@@ -93,6 +100,7 @@ impl Offload {
             joined: Vec::new(),
             attached: Program::Primary,
             spreading: None,
+            counting: None,
             rate_start: now,
             rate_count: 0,
             want_spread: false,
@@ -135,7 +143,10 @@ impl Offload {
         if self.want_spread {
             return Some(self.rate_start); // due at once (a time already past)
         }
-        self.spreading.map(|since| since + PROBE_AFTER)
+        match self.counting {
+            Some(asked) => Some(asked + COUNT_WAIT),
+            None => self.spreading.map(|since| since + PROBE_AFTER),
+        }
     }
 }
 
@@ -297,18 +308,33 @@ impl Loop {
             if o.want_spread {
                 o.want_spread = false;
                 o.spreading = Some(now);
+                o.counting = None;
                 o.direct_since = direct;
-            } else if let Some(since) = o.spreading {
-                // The rate now is what the workers took themselves.
+            } else if let (Some(since), Some(asked)) = (o.spreading, o.counting.take()) {
+                // The rate is what the workers took themselves, as they
+                // counted it when asked.
                 let took = direct.saturating_sub(o.direct_since);
-                if keeps_spreading(took, o.burst, now.duration_since(since)) {
-                    o.spreading = Some(now);
+                if keeps_spreading(took, o.burst, asked.duration_since(since)) {
+                    o.spreading = Some(asked);
                     o.direct_since = direct;
                 } else {
                     o.spreading = None;
                     o.rate_start = now;
                     o.rate_count = 0;
                 }
+            } else if o.spreading.is_some() {
+                // Ask every worker spread to: one frame each per second, in
+                // place of a report from each one every few milliseconds.
+                o.counting = Some(now);
+                let joined = o.joined.clone();
+                for id in joined {
+                    if let Some(w) = self.workers.get(&id) {
+                        let _ =
+                            w.channel
+                                .send_frame(Kind::Control, 0, 0, br#"{"op":"count"}"#, None);
+                    }
+                }
+                continue;
             }
             self.offload_program(lid);
         }

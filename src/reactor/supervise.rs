@@ -235,6 +235,9 @@ pub struct State {
     shutting_down: bool,
     jitter: Jitter,
     memory_armed: bool,
+    /// The stats pings of every worker fall on the same ticks, counted from
+    /// here: one wake-up sends them all.
+    epoch: Instant,
     /// The agent's slot, if there is one.
     agent: Option<u32>,
     pub registry: Arc<Registry>,
@@ -251,6 +254,7 @@ impl State {
             shutting_down: false,
             jitter: Jitter::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xdead_beef),
             memory_armed: false,
+            epoch: Instant::now(),
             agent: None,
             registry,
         }
@@ -310,6 +314,18 @@ impl State {
 
     fn at(&mut self, after: Duration, t: Timer) {
         self.timers.push(Reverse((Instant::now() + after, t)));
+    }
+
+    /// Time until the next stats ping tick (every [`STATS_PING`] ms since
+    /// `epoch`), at least half a period away.
+    fn until_stats_tick(&self) -> Duration {
+        let period = STATS_PING as u128 * 1_000_000;
+        let into = self.epoch.elapsed().as_nanos() % period;
+        let mut wait = period - into;
+        if wait < period / 2 {
+            wait += period;
+        }
+        Duration::from_nanos(wait as u64)
     }
 }
 
@@ -415,7 +431,9 @@ impl Loop {
             );
         }
         // Heartbeats also measure event-loop delay for stats: without a
-        // heartbeat setting they run every STATS_PING without killing anyone.
+        // heartbeat setting they run every STATS_PING without killing anyone
+        // (the first a period after the spawn, the next ones on the tick all
+        // workers share).
         let every = if cfg.heartbeat_interval > 0 {
             cfg.heartbeat_interval
         } else {
@@ -819,14 +837,15 @@ impl Loop {
             }
         }
         let next = if liveness {
-            cfg.heartbeat_interval
-                .min(cfg.heartbeat_timeout.max(1))
-                .max(1)
+            Duration::from_millis(
+                cfg.heartbeat_interval
+                    .min(cfg.heartbeat_timeout.max(1))
+                    .max(1),
+            )
         } else {
-            STATS_PING
+            self.sup.until_stats_tick()
         };
-        self.sup
-            .at(Duration::from_millis(next), Timer::Heartbeat(worker));
+        self.sup.at(next, Timer::Heartbeat(worker));
     }
 
     fn check_memory(&mut self) {
