@@ -4,7 +4,9 @@
 //! listener to its shared socket (passed to every worker in the listen
 //! reply), where the kernel queues new connections; and when spreading
 //! stops being allowed (here: a weight other than 1) what queued on the
-//! shared socket is taken back and handed out by the primary.
+//! shared socket is taken back and handed out by the primary. Once a second
+//! a spreading listener asks its workers how many they took: it goes on
+//! while they keep up the rate, and is exact again when they do not.
 
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -139,4 +141,79 @@ fn what_queued_on_the_shared_socket_is_taken_back_when_spreading_stops() {
         "the connections queued on the shared socket were handed out"
     );
     drop((warm, queued));
+}
+
+/// A fake worker known to the supervisor (which keeps the counts a worker
+/// reports), as every worker the JS primary forks is.
+fn supervised(r: &Reactor, id: u32) -> FakeWorker {
+    let w = FakeWorker::start(r, id, id);
+    r.supervise(rcluster::reactor::SuperviseCmd::Slot {
+        worker: id,
+        slot: id,
+        config: Box::default(),
+        spawn: Box::default(),
+        agent: false,
+    });
+    w
+}
+
+/// Reads `w`'s frames for `ms`: acknowledges connections, answers every
+/// `count` with `*n` after adding `step` to it. Returns how many it answered.
+fn answer_counts(w: &mut FakeWorker, ms: u64, n: &mut u64, step: u64) -> usize {
+    use rcluster::channel::Read;
+    use rcluster::frame::Kind;
+    let end = Instant::now() + Duration::from_millis(ms);
+    let mut answered = 0;
+    while Instant::now() < end {
+        match w.inbox.read(&w.ch).unwrap() {
+            Read::Frame(f) if f.kind == Kind::Conn => w.ack_taken(&[f.id]),
+            Read::Frame(f) if f.kind == Kind::Control && f.payload == br#"{"op":"count"}"# => {
+                *n += step;
+                let body = format!(r#"{{"op":"direct","n":{n}}}"#);
+                w.ch.send_frame(Kind::Control, 0, 0, body.as_bytes(), None)
+                    .unwrap();
+                answered += 1;
+            }
+            Read::Frame(_) | Read::Partial => {}
+            Read::Empty => std::thread::sleep(Duration::from_millis(2)),
+            Read::Eof => break,
+        }
+    }
+    answered
+}
+
+#[test]
+fn a_spreading_listener_asks_its_workers_and_stays_while_they_take_enough() {
+    let (r, _rx) = offloaded();
+    let mut a = supervised(&r, 1);
+    let mut b = supervised(&r, 2);
+    let la = listen_rr(&mut a);
+    let _lb = listen_rr(&mut b);
+    let warm: Vec<TcpStream> = (0..(BURST as usize + 2))
+        .map(|_| TcpStream::connect(("127.0.0.1", la.port)).unwrap())
+        .collect();
+    let (mut na, mut nb) = (0, 0);
+    let end = Instant::now() + Duration::from_secs(5);
+    while !kernel(&r) && Instant::now() < end {
+        answer_counts(&mut a, 10, &mut na, 0);
+        answer_counts(&mut b, 10, &mut nb, 0);
+    }
+    assert!(kernel(&r), "spreading");
+    // The burst's rate is BURST per 50 ms (160 a second); each worker says
+    // it took 200 more at every question: spreading goes on.
+    let mut asked = 0;
+    for _ in 0..25 {
+        asked += answer_counts(&mut a, 50, &mut na, 200);
+        asked += answer_counts(&mut b, 50, &mut nb, 200);
+        assert!(kernel(&r), "still spreading after {asked} questions");
+    }
+    assert!(asked >= 4, "both workers were asked about twice: {asked}");
+    // They take nothing any more: the next answers make it exact.
+    let end = Instant::now() + Duration::from_secs(4);
+    while kernel(&r) && Instant::now() < end {
+        answer_counts(&mut a, 20, &mut na, 0);
+        answer_counts(&mut b, 20, &mut nb, 0);
+    }
+    assert!(!kernel(&r), "exact once the workers took nothing");
+    drop(warm);
 }
