@@ -26,7 +26,7 @@ const report = require('./lib/report');
 const FIGURES_DIR = path.join(__dirname, 'figures');
 
 const DEFAULTS = {
-  rounds: 3,
+  rounds: 5, // the machine is shared: 3 rounds let one noisy round move a median
   duration: 5, // s of each measured HTTP run (figures 1-3)
   warmup: 1, // s of unmeasured load before each measured run
   connections: 32,
@@ -44,6 +44,7 @@ const DEFAULTS = {
 
 // wrk takes whole seconds: durations are rounded, 1 s at least.
 const QUICK = {
+  rounds: 3,
   duration: 1,
   warmup: 1,
   msgSeconds: 0.4,
