@@ -143,10 +143,11 @@ impl Offload {
         if self.want_spread {
             return Some(self.rate_start); // due at once (a time already past)
         }
-        match self.counting {
-            Some(asked) => Some(asked + COUNT_WAIT),
-            None => self.spreading.map(|since| since + PROBE_AFTER),
-        }
+        let since = self.spreading?;
+        Some(match self.counting {
+            Some(asked) => asked + COUNT_WAIT,
+            None => since + PROBE_AFTER,
+        })
     }
 }
 
@@ -250,6 +251,7 @@ impl Loop {
             o.attached = program;
         } else {
             o.spreading = None;
+            o.counting = None;
         }
         if o.attached == Program::Primary && !eligible {
             let mut n = 0;
