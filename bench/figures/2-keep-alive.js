@@ -18,6 +18,9 @@ async function run(ctx) {
     // does here. On 2 cores shared with wrk an uneven split is faster (the
     // busy worker and wrk each keep a core); this row shows how much of the
     // difference to cluster rr is the split rather than the dispatcher.
+    // (The window of unacknowledged connections caps what the heavy worker
+    // takes from wrk's 32 simultaneous connects, so the split it gets varies
+    // from round to round; read the rate beside each round's split.)
     { name: 'rcluster rr 15:1', kind: 'rcluster', policy: 'rr', workers: p.workers, env: { BENCH_WEIGHTS: '15,1' } },
   ];
   const load = { connections: p.connections, duration: p.duration, keepAlive: true, latency: true };
