@@ -293,7 +293,8 @@ impl Loop {
             .collect();
         for lid in due {
             // What the listener's workers took from the shared socket so far
-            // (their reports, at most 100 ms old).
+            // (their last answers: to the count question when evaluating it,
+            // else to the stats heartbeat).
             let direct: u64 = self.listeners.get(&lid).map_or(0, |l| {
                 l.workers
                     .iter()

@@ -21,7 +21,7 @@ pub struct WorkerStats {
     pub restarts: u32,
     /// Connections handed to it (first hand-offs), plus those it took itself
     /// from the shared socket of an offloaded `rr` listener (it reports them
-    /// within 100 ms, and with every heartbeat answer).
+    /// with every heartbeat answer, each second by default).
     pub connections: u64,
     /// Handed to it and not acknowledged yet.
     pub unacknowledged: usize,
