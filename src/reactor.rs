@@ -814,11 +814,11 @@ impl Loop {
                 }
                 Err(e) => self.worker_gone(id, Some(format!("worker {id}: {e}"))),
             },
-            // Control frames (ready, retire, pong, direct counts) are the
-            // supervisor's alone: the primary's JS has nothing to do with
-            // them, and waking it for each one (a pong per heartbeat, a count
-            // report per 100 ms from every worker) is most of what an idle
-            // primary with many workers costs.
+            // Control frames (ready, retire, pongs, connection counts) are
+            // the supervisor's alone: the primary's JS has nothing to do
+            // with them, and waking it for each one (a pong per heartbeat, a
+            // count per second while a listener spreads, from every worker)
+            // cost more than the rest of an idle primary with many workers.
             Kind::Control => self.sup_frame(id, f.kind, &f.payload),
             Kind::Listening | Kind::ExitedAfterDisconnect => {
                 self.sup_frame(id, f.kind, &f.payload);

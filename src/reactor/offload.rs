@@ -344,9 +344,9 @@ impl Loop {
     }
 }
 
-/// Whether a listener that spread `elapsed` ago at a burst of `burst`
-/// accepts per [`SPREAD_WINDOW`], and whose workers took `took` connections
-/// since, goes on spreading: at [`KEEP_SPREADING`] of the burst's rate or
+/// Whether a listener started spreading by a burst of `burst` accepts per
+/// [`SPREAD_WINDOW`], whose workers took `took` connections in the `elapsed`
+/// since its last check, goes on spreading: at [`KEEP_SPREADING`] of the burst's rate or
 /// more. Below it the listener is exact again (and measures the rate there).
 /// The gap between the two rates keeps a load near the burst's rate from
 /// switching back and forth, each time with a second of exact dispatch.
