@@ -11,7 +11,7 @@
 const test = require('node:test');
 const assert = require('node:assert');
 const http = require('http');
-const { run, linuxOnly } = require('./helpers');
+const { run, get, linuxOnly } = require('./helpers');
 
 const skip = linuxOnly('the offload is a Linux SO_REUSEPORT group');
 const LOW = { RCLUSTER_RR_OFFLOAD_BURST: '16' };
@@ -70,15 +70,19 @@ function tally(done) {
   return out;
 }
 
-/** Polls the stats until the listener hands connections through the kernel. */
-async function untilKernel(p, ms = 8000) {
+/**
+ * Polls the stats until the listener hands connections through the kernel
+ * (`kernel` true) or through the primary again (`kernel` false).
+ */
+async function untilKernel(p, kernel = true, ms = 8000) {
   const end = Date.now() + ms;
   while (Date.now() < end) {
     const s = await stats(p);
-    if (s.listeners.length && s.listeners[0].kernel) return s;
+    if (s.listeners.length && s.listeners[0].kernel === kernel) return s;
     await new Promise((r) => setTimeout(r, 20));
   }
-  throw new Error('the listener never handed connections through the kernel');
+  throw new Error(kernel ? 'the listener never handed connections through the kernel' :
+    'the listener never went back to handing connections out itself');
 }
 
 test('a burst of new connections goes straight to the workers; every request is served, by both', { timeout: 30000, skip }, async () => {
@@ -112,24 +116,12 @@ test('when the burst is over the listener is exact again: the primary accepts wh
     await untilKernel(p);
     await l.stop();
     // The rate is checked once a second; nothing came, so it is exact.
-    const end = Date.now() + 8000;
-    let s = await stats(p);
-    while (s.listeners[0].kernel && Date.now() < end) {
-      await new Promise((r) => setTimeout(r, 100));
-      s = await stats(p);
-    }
-    assert.strictEqual(s.listeners[0].kernel, false, 'exact again once the load stopped');
+    const s = await untilKernel(p, false);
     // A few connections, far below the (lowered) burst's rate.
     const before = s.listeners[0].accepted;
     const served = [];
     for (let i = 0; i < 10; i++) {
-      served.push(await new Promise((resolve, reject) => {
-        http.get({ host: '127.0.0.1', port, agent: false }, (res) => {
-          let body = '';
-          res.on('data', (d) => { body += d; });
-          res.on('end', () => resolve(body));
-        }).on('error', reject);
-      }));
+      served.push((await get(port)).body);
       await new Promise((r) => setTimeout(r, 30));
     }
     const after = (await stats(p)).listeners[0];

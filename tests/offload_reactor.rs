@@ -99,19 +99,7 @@ fn what_queued_on_the_shared_socket_is_taken_back_when_spreading_stops() {
     let la = listen_rr(&mut a);
     let shared = la.fd.expect("the shared socket is passed");
     let _lb = listen_rr(&mut b);
-    // Into spreading (the fake workers acknowledge what the primary hands
-    // them, and accept nothing on the shared socket).
-    let warm: Vec<TcpStream> = (0..(BURST as usize + 2))
-        .map(|_| TcpStream::connect(("127.0.0.1", la.port)).unwrap())
-        .collect();
-    let end = Instant::now() + Duration::from_secs(5);
-    while !kernel(&r) && Instant::now() < end {
-        for w in [&mut a, &mut b] {
-            let ids: Vec<u64> = w.conns_for(20).iter().map(|f| f.id).collect();
-            w.ack_taken(&ids);
-        }
-    }
-    assert!(kernel(&r), "spreading");
+    let warm = into_spreading(&r, la.port, &mut a, &mut b);
     // What the primary still handed out before the switch.
     let mut quiet = 0;
     while quiet < 2 {
@@ -182,6 +170,27 @@ fn answer_counts(w: &mut FakeWorker, ms: u64, n: &mut u64, step: u64) -> usize {
     answered
 }
 
+/// A burst on `port` that switches the listener to spreading: the fake
+/// workers acknowledge what the primary hands them (and accept nothing on
+/// the shared socket). Returns the burst's connections.
+fn into_spreading(
+    r: &Reactor,
+    port: u16,
+    a: &mut FakeWorker,
+    b: &mut FakeWorker,
+) -> Vec<TcpStream> {
+    let warm: Vec<TcpStream> = (0..(BURST as usize + 2))
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    let end = Instant::now() + Duration::from_secs(5);
+    while !kernel(r) && Instant::now() < end {
+        answer_counts(a, 10, &mut 0, 0);
+        answer_counts(b, 10, &mut 0, 0);
+    }
+    assert!(kernel(r), "spreading");
+    warm
+}
+
 #[test]
 fn a_spreading_listener_asks_its_workers_and_stays_while_they_take_enough() {
     let (r, _rx) = offloaded();
@@ -189,16 +198,8 @@ fn a_spreading_listener_asks_its_workers_and_stays_while_they_take_enough() {
     let mut b = supervised(&r, 2);
     let la = listen_rr(&mut a);
     let _lb = listen_rr(&mut b);
-    let warm: Vec<TcpStream> = (0..(BURST as usize + 2))
-        .map(|_| TcpStream::connect(("127.0.0.1", la.port)).unwrap())
-        .collect();
+    let warm = into_spreading(&r, la.port, &mut a, &mut b);
     let (mut na, mut nb) = (0, 0);
-    let end = Instant::now() + Duration::from_secs(5);
-    while !kernel(&r) && Instant::now() < end {
-        answer_counts(&mut a, 10, &mut na, 0);
-        answer_counts(&mut b, 10, &mut nb, 0);
-    }
-    assert!(kernel(&r), "spreading");
     // The burst's rate is BURST per 50 ms (160 a second); each worker says
     // it took 200 more at every question: spreading goes on.
     let mut asked = 0;

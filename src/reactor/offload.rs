@@ -198,19 +198,18 @@ impl Loop {
         true
     }
 
+    /// The offloaded listeners whose offload state satisfies `pred`.
+    fn offloaded_where(&self, pred: impl Fn(&Offload) -> bool) -> Vec<u32> {
+        self.listeners
+            .iter()
+            .filter(|(_, l)| l.offload.as_ref().is_some_and(&pred))
+            .map(|(lid, _)| *lid)
+            .collect()
+    }
+
     /// `offload_leave(.., gone)` for every listener `worker` was spread to.
     pub(super) fn offload_gone(&mut self, worker: u32) {
-        let lids: Vec<u32> = self
-            .listeners
-            .iter()
-            .filter(|(_, l)| {
-                l.offload
-                    .as_ref()
-                    .is_some_and(|o| o.joined.contains(&worker))
-            })
-            .map(|(lid, _)| *lid)
-            .collect();
-        for lid in lids {
+        for lid in self.offloaded_where(|o| o.joined.contains(&worker)) {
             self.offload_leave(lid, worker, true);
         }
     }
@@ -281,17 +280,7 @@ impl Loop {
     /// The offload's mode changes, once per loop turn.
     pub(super) fn offload_timers(&mut self) {
         let now = Instant::now();
-        let due: Vec<u32> = self
-            .listeners
-            .iter()
-            .filter(|(_, l)| {
-                l.offload
-                    .as_ref()
-                    .is_some_and(|o| o.deadline().is_some_and(|t| t <= now))
-            })
-            .map(|(lid, _)| *lid)
-            .collect();
-        for lid in due {
+        for lid in self.offloaded_where(|o| o.deadline().is_some_and(|t| t <= now)) {
             // What the listener's workers took from the shared socket so far
             // (their last answers: to the count question when evaluating it,
             // else to the stats heartbeat).
