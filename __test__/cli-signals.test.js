@@ -37,26 +37,35 @@ test('SIGHUP: rolling reload under load drops no request; SIGUSR2 prints status'
     for (let i = 0; i < 20; i++) now.add(Number((await get(port)).body));
     for (const pid of now) assert.ok(!before.has(pid), `pid ${pid} is an old worker`);
 
-    p.child.kill('SIGUSR2');
-    const status = (await stderrMatch(p, /status\s+primary pid[^\n]*\n(.*\n){3}/))[0];
-    assert.match(status, /slot\s+worker\s+pid\s+state\s+uptime\s+restarts\s+conns\s+served\s+rss\s+loop delay/);
-    const rows = status.trim().split('\n').slice(2);
-    assert.strictEqual(rows.length, 2, status);
+    // SIGUSR2's status; connections the workers took themselves (the rr
+    // offload, under this load) are counted up to a second late, so it is
+    // asked again until the 20 requests above show.
+    const hasStats = typeof require('..').stats === 'function';
     let served = 0;
-    for (const row of rows) {
-      const [slot, , pid, state, uptime, restarts, conns, total, rss] = row.trim().split(/\s+/);
-      assert.match(slot, /^[12]$/);
-      assert.ok(now.has(Number(pid)), `${pid} in ${status}`);
-      assert.strictEqual(state, 'ready');
-      assert.match(uptime, /^[\d.]+(ms|s)$/);
-      assert.strictEqual(restarts, '0', 'a reload is not a restart');
-      assert.match(rss, /^[\d.]+[KMG]$/);
-      if (typeof require('..').stats === 'function') {
-        assert.match(conns, /^\d+$/);
-        served += Number(total);
+    for (let attempt = 0; attempt < 5 && (attempt === 0 || (hasStats && served < 20)); attempt++) {
+      if (attempt > 0) await new Promise((r) => setTimeout(r, 500));
+      const from = p.stderr().length;
+      p.child.kill('SIGUSR2');
+      const status = (await stderrMatch({ ...p, stderr: () => p.stderr().slice(from) }, /status\s+primary pid[^\n]*\n(.*\n){3}/))[0];
+      assert.match(status, /slot\s+worker\s+pid\s+state\s+uptime\s+restarts\s+conns\s+served\s+rss\s+loop delay/);
+      const rows = status.trim().split('\n').slice(2);
+      assert.strictEqual(rows.length, 2, status);
+      served = 0;
+      for (const row of rows) {
+        const [slot, , pid, state, uptime, restarts, conns, total, rss] = row.trim().split(/\s+/);
+        assert.match(slot, /^[12]$/);
+        assert.ok(now.has(Number(pid)), `${pid} in ${status}`);
+        assert.strictEqual(state, 'ready');
+        assert.match(uptime, /^[\d.]+(ms|s)$/);
+        assert.strictEqual(restarts, '0', 'a reload is not a restart');
+        assert.match(rss, /^[\d.]+[KMG]$/);
+        if (hasStats) {
+          assert.match(conns, /^\d+$/);
+          served += Number(total);
+        }
       }
     }
-    if (typeof require('..').stats === 'function') assert.ok(served >= 20, `the new workers served ${served}`);
+    if (hasStats) assert.ok(served >= 20, `the new workers served ${served}`);
     p.child.kill('SIGTERM');
     assert.strictEqual((await p.done).code, 0);
   } finally {

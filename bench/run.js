@@ -34,7 +34,7 @@ const DEFAULTS = {
   msgSeconds: 1, // figure 4
   msgWarmup: 0.3,
   scaleDuration: 3, // figure 5
-  scaleWarmup: 1, // once per server, before the first round
+  scaleWarmup: 1, // s of unmeasured load before each run of figure 5
   scaleWorkers: [2, 4, 8, 16],
   startupRounds: 15, // figure 6: a start takes ~70 ms and its time is bimodal, so many
   idleWait: 30, // s at most, before the run

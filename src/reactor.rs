@@ -200,6 +200,11 @@ pub struct Config {
     /// 256, i.e. 5,000 a second; `RCLUSTER_RR_OFFLOAD_BURST` sets it, for
     /// tests and tuning).
     pub offload_burst: u32,
+    /// Share of one core the exact mode may cost the reactor thread over a
+    /// second of sustained load (at least 256 connections) before the
+    /// listener spreads (default 0.03; `RCLUSTER_RR_OFFLOAD_CPU` sets it in
+    /// percent, for tests and tuning).
+    pub offload_cpu: f64,
 }
 
 impl Default for Config {
@@ -211,6 +216,11 @@ impl Default for Config {
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(offload::SPREAD_BURST),
+            offload_cpu: std::env::var("RCLUSTER_RR_OFFLOAD_CPU")
+                .ok()
+                .and_then(|v| v.parse::<f64>().ok())
+                .filter(|p| p.is_finite() && *p >= 0.0)
+                .map_or(offload::SPREAD_CPU, |p| p / 100.0),
         }
     }
 }

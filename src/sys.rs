@@ -599,6 +599,22 @@ pub fn is_main_thread() -> bool {
     }
 }
 
+/// CPU time (user and system) the calling thread has used so far; zero
+/// where the clock is not available.
+pub fn thread_cpu_time() -> std::time::Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec to a valid pointer we own;
+    // CLOCK_THREAD_CPUTIME_ID exists on Linux and macOS.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if r != 0 {
+        return std::time::Duration::ZERO;
+    }
+    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
 pub use crate::process::ExitStatus;
 
 /// Counts the fds open in this process (for leak tests).
@@ -622,6 +638,27 @@ mod tests {
         // Whether the harness runs this test on the main thread varies; every
         // worker's bootstrap (the node suites) relies on the true case.
         assert!(!std::thread::spawn(is_main_thread).join().unwrap());
+    }
+
+    #[test]
+    fn thread_cpu_time_counts_this_threads_work_only() {
+        let before = thread_cpu_time();
+        let t0 = std::time::Instant::now();
+        let mut x = 0u64;
+        while t0.elapsed() < std::time::Duration::from_millis(30) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        let spun = thread_cpu_time() - before;
+        assert!(spun >= std::time::Duration::from_millis(10), "{spun:?}");
+        // A thread that only sleeps uses (almost) none.
+        let idle = std::thread::spawn(|| {
+            let before = thread_cpu_time();
+            std::thread::sleep(std::time::Duration::from_millis(30));
+            thread_cpu_time() - before
+        })
+        .join()
+        .unwrap();
+        assert!(idle < std::time::Duration::from_millis(5), "{idle:?}");
     }
 
     #[test]

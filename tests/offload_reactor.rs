@@ -27,6 +27,7 @@ fn offloaded() -> (
         window: 16,
         offload: true,
         offload_burst: BURST,
+        ..Config::default()
     })
 }
 
@@ -217,4 +218,59 @@ fn a_spreading_listener_asks_its_workers_and_stays_while_they_take_enough() {
     }
     assert!(!kernel(&r), "exact once the workers took nothing");
     drop(warm);
+}
+
+/// A steady load on `port` for at most `ms`, one connection every 2 ms or
+/// so (far below any burst), the fake workers acknowledging what the primary
+/// hands them. Returns whether the listener was spreading by the end.
+fn steady_load(r: &Reactor, port: u16, a: &mut FakeWorker, b: &mut FakeWorker, ms: u64) -> bool {
+    let end = Instant::now() + Duration::from_millis(ms);
+    while Instant::now() < end && !kernel(r) {
+        for _ in 0..4 {
+            drop(TcpStream::connect(("127.0.0.1", port)).unwrap());
+        }
+        answer_counts(a, 2, &mut 0, 0);
+        answer_counts(b, 2, &mut 0, 0);
+    }
+    kernel(r)
+}
+
+fn cost_limited(
+    share: f64,
+) -> (
+    Reactor,
+    crossbeam_channel::Receiver<rcluster::reactor::Event>,
+) {
+    reactor_with(Config {
+        window: 16,
+        offload: true,
+        offload_burst: 1_000_000, // no burst: only the cost rule can spread
+        offload_cpu: share,
+    })
+}
+
+#[test]
+fn a_sustained_load_spreads_once_the_exact_mode_costs_its_share_of_a_core() {
+    // A limit of 0: any second with 256 accepts or more is too costly.
+    let (r, _rx) = cost_limited(0.0);
+    let mut a = FakeWorker::start(&r, 1, 1);
+    let mut b = FakeWorker::start(&r, 2, 2);
+    let la = listen_rr(&mut a);
+    let _lb = listen_rr(&mut b);
+    assert!(
+        steady_load(&r, la.port, &mut a, &mut b, 6_000),
+        "spreading after a second of steady load"
+    );
+
+    // A whole core: the same load never costs that much.
+    let (r, _rx) = cost_limited(1.0);
+    let mut a = FakeWorker::start(&r, 1, 1);
+    let mut b = FakeWorker::start(&r, 2, 2);
+    let la = listen_rr(&mut a);
+    let _lb = listen_rr(&mut b);
+    assert!(
+        !steady_load(&r, la.port, &mut a, &mut b, 2_500),
+        "exact: the dispatch is cheap enough"
+    );
+    assert!(r.stats().expect("stats").listeners[0].accepted >= 256);
 }

@@ -127,9 +127,13 @@ impl Loop {
             (Some(Arc::new(fd)), HashMap::new())
         };
         let offload = match (&fd, offload) {
-            (Some(fd), true) => {
-                super::offload::Offload::new(fd, sockname.as_ref(), r, self.config.offload_burst)
-            }
+            (Some(fd), true) => super::offload::Offload::new(
+                fd,
+                sockname.as_ref(),
+                r,
+                self.config.offload_burst,
+                self.config.offload_cpu,
+            ),
             _ => None,
         };
         self.keys.insert(r.key.clone(), lid);

@@ -10,15 +10,16 @@
 //!   every connection on the primary's socket; the primary accepts and hands
 //!   them out one by one, in turn, with the window of unacknowledged
 //!   connections. Keep-alive pools and small bursts get an exact round robin.
-//! - **Spread**: once [`SPREAD_BURST`] connections were accepted within
-//!   [`SPREAD_WINDOW`] (5,000 a second or more), the program queues new
+//! - **Spread**: once a rule of [`rules`] says the load is high (a burst, a
+//!   steady rate of 2,500 a second, or the exact mode costing the primary
+//!   3% of a core), the program queues new
 //!   connections on the shared socket and whichever worker is free first
 //!   accepts them: the primary does no work per connection, and no
 //!   connection waits for a busy or stuck worker while another one is free
 //!   (one queue, many servers). Every [`PROBE_AFTER`] the listener asks its
 //!   workers how many connections they took (one control frame each) and
-//!   reads the answers [`COUNT_WAIT`] later: below half the burst's rate
-//!   ([`KEEP_SPREADING`]) it is exact again, and measures it there.
+//!   reads the answers [`COUNT_WAIT`] later: below half the rate of the rule
+//!   that started it it is exact again, and measures there.
 //! - **Never lost**: both sockets stay the primary's. A worker that stops
 //!   taking connections while it lives (disconnect, retire) is told to stop
 //!   listening on the shared socket; one that dies or closes its server
@@ -38,21 +39,19 @@ use super::{Loop, Pending};
 use crate::frame::Kind;
 use crate::listener::{self, ListenRequest, SockName};
 use crate::offload::{self, Program};
+use crate::sys;
 
-/// The rate measurement of the exact mode: this many accepts (by default;
-/// `Config::offload_burst`)...
-pub const SPREAD_BURST: u32 = 256;
-/// ...within this time switch to spreading.
-pub(super) const SPREAD_WINDOW: Duration = Duration::from_millis(50);
+mod rules;
+
+use rules::{keeps_spreading, ExactRate};
+pub use rules::{SPREAD_BURST, SPREAD_CPU};
+
 /// How often a spreading listener checks the rate: it asks its workers how
 /// many connections they took from the shared socket...
 pub(super) const PROBE_AFTER: Duration = Duration::from_secs(1);
 /// ...and reads their answers this long after asking (a worker whose event
 /// loop is slower than that is counted at its previous answer).
 pub(super) const COUNT_WAIT: Duration = Duration::from_millis(200);
-/// A spreading listener stays so while its rate is at least this share of
-/// the rate that started it.
-pub(super) const KEEP_SPREADING: f64 = 0.5;
 
 /// The offload state of one `rr` listener.
 pub(super) struct Offload {
@@ -69,12 +68,13 @@ pub(super) struct Offload {
     /// The workers were asked for their counts then; the answers are read
     /// [`COUNT_WAIT`] later.
     counting: Option<Instant>,
-    rate_start: Instant,
-    rate_count: u32,
-    /// The rate says spread; done on the next loop turn.
-    want_spread: bool,
-    /// Accepts within [`SPREAD_WINDOW`] that start spreading.
-    burst: u32,
+    /// The exact mode's measurements (see `rules`).
+    rate: ExactRate,
+    /// A rule says spread (since then); done on the next loop turn.
+    want_spread: Option<Instant>,
+    /// The rate (connections a second) of the rule that started spreading;
+    /// it goes on down to half of it.
+    spread_rate: f64,
     /// The workers' count of connections taken from the shared socket when
     /// spreading started or was last confirmed.
     direct_since: u64,
@@ -90,6 +90,7 @@ impl Offload {
         at: Option<&SockName>,
         template: &ListenRequest,
         burst: u32,
+        cpu_limit: f64,
     ) -> Option<Offload> {
         let shared = listener::bind_reuseport(template, Some(at?)).ok()?.fd;
         offload::attach(fd, Program::Primary).ok()?;
@@ -101,27 +102,24 @@ impl Offload {
             attached: Program::Primary,
             spreading: None,
             counting: None,
-            rate_start: now,
-            rate_count: 0,
-            want_spread: false,
-            burst: burst.max(1),
+            rate: ExactRate::new(burst, cpu_limit, now),
+            want_spread: None,
+            spread_rate: 0.0,
             direct_since: 0,
         })
     }
 
-    /// Counts a connection the primary accepted (exact mode's rate).
+    /// Counts a connection the primary accepted (the exact mode's
+    /// measurements). Runs on the reactor thread, whose CPU time the cost
+    /// rule reads once a second at most.
     pub(super) fn accepted(&mut self) {
-        if self.spreading.is_some() {
+        if self.spreading.is_some() || self.want_spread.is_some() {
             return;
         }
         let now = Instant::now();
-        if now.duration_since(self.rate_start) > SPREAD_WINDOW {
-            self.rate_start = now;
-            self.rate_count = 0;
-        }
-        self.rate_count += 1;
-        if self.rate_count >= self.burst {
-            self.want_spread = true;
+        if let Some(rate) = self.rate.accept(now, sys::thread_cpu_time) {
+            self.want_spread = Some(now);
+            self.spread_rate = rate;
         }
     }
 
@@ -140,8 +138,8 @@ impl Offload {
 
     /// When this listener needs the loop next.
     pub(super) fn deadline(&self) -> Option<Instant> {
-        if self.want_spread {
-            return Some(self.rate_start); // due at once (a time already past)
+        if let Some(since) = self.want_spread {
+            return Some(since); // due at once (a time already past)
         }
         let since = self.spreading?;
         Some(match self.counting {
@@ -297,8 +295,7 @@ impl Loop {
             else {
                 continue;
             };
-            if o.want_spread {
-                o.want_spread = false;
+            if o.want_spread.take().is_some() {
                 o.spreading = Some(now);
                 o.counting = None;
                 o.direct_since = direct;
@@ -306,13 +303,12 @@ impl Loop {
                 // The rate is what the workers took themselves, as they
                 // counted it when asked.
                 let took = direct.saturating_sub(o.direct_since);
-                if keeps_spreading(took, o.burst, asked.duration_since(since)) {
+                if keeps_spreading(took, o.spread_rate, asked.duration_since(since)) {
                     o.spreading = Some(asked);
                     o.direct_since = direct;
                 } else {
                     o.spreading = None;
-                    o.rate_start = now;
-                    o.rate_count = 0;
+                    o.rate.restart(now);
                 }
             } else if o.spreading.is_some() {
                 // Ask every worker spread to: one frame each per second, in
@@ -330,35 +326,5 @@ impl Loop {
             }
             self.offload_program(lid);
         }
-    }
-}
-
-/// Whether a listener started spreading by a burst of `burst` accepts per
-/// [`SPREAD_WINDOW`], whose workers took `took` connections in the `elapsed`
-/// since its last check, goes on spreading: at [`KEEP_SPREADING`] of the burst's rate or
-/// more. Below it the listener is exact again (and measures the rate there).
-/// The gap between the two rates keeps a load near the burst's rate from
-/// switching back and forth, each time with a second of exact dispatch.
-fn keeps_spreading(took: u64, burst: u32, elapsed: Duration) -> bool {
-    let needed =
-        KEEP_SPREADING * burst as f64 * elapsed.as_secs_f64() / SPREAD_WINDOW.as_secs_f64();
-    took as f64 >= needed
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn spreading_goes_on_down_to_half_the_rate_that_started_it() {
-        let second = Duration::from_secs(1);
-        // 256 per 50 ms: 5,120 a second starts spreading.
-        assert!(keeps_spreading(5_120, 256, second));
-        assert!(keeps_spreading(2_560, 256, second));
-        assert!(!keeps_spreading(2_559, 256, second));
-        assert!(!keeps_spreading(0, 256, second));
-        // The check is a rate: a late timer asks for more.
-        assert!(!keeps_spreading(2_560, 256, 2 * second));
-        assert!(keeps_spreading(5_120, 256, 2 * second));
     }
 }
