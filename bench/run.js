@@ -20,7 +20,7 @@ const path = require('node:path');
 const { spawnSync } = require('node:child_process');
 const { pick } = require('./lib/loaders');
 const { killAll, killAllSync } = require('./lib/procs');
-const { waitForIdle } = require('./lib/cpu');
+const { waitForIdle, readStat, stealShare } = require('./lib/cpu');
 const report = require('./lib/report');
 
 const FIGURES_DIR = path.join(__dirname, 'figures');
@@ -110,6 +110,15 @@ function parseArgs(argv) {
   return { p, only, out, loader, quick };
 }
 
+// /proc/stat's CPU line, or null where there is none.
+function procStat() {
+  try {
+    return readStat();
+  } catch {
+    return null;
+  }
+}
+
 function figures(only) {
   return fs
     .readdirSync(FIGURES_DIR)
@@ -181,6 +190,7 @@ async function main() {
       if (!idle.ok) log(`  (machine busy: ${(idle.idle * 100).toFixed(0)}% idle; going on)`);
     }
     const t0 = Date.now();
+    const stat0 = procStat();
     const fig = { id: f.id, title: mod.title };
     try {
       const r = await mod.run({ p, loader, log });
@@ -196,6 +206,8 @@ async function main() {
     }
     await killAll(); // nothing of one figure survives into the next
     fig.seconds = (Date.now() - t0) / 1000;
+    const stat1 = procStat();
+    if (stat0 && stat1) fig.steal = stealShare(stat0, stat1);
     state.figures.push(fig);
   }
   state.partial = false;

@@ -81,7 +81,15 @@ function readStat() {
   // user nice system idle iowait irq softirq steal ...
   const idle = v[3] + (v[4] || 0);
   const total = v.slice(0, 8).reduce((s, n) => s + (n || 0), 0);
-  return { idle, total };
+  return { idle, total, steal: v[7] || 0 };
+}
+
+// Share of all CPU time the hypervisor gave to other guests ("steal")
+// between two readStat() samples: on a shared virtual machine, how much the
+// neighbours took during a figure.
+function stealShare(a, b) {
+  const total = b.total - a.total;
+  return total > 0 ? (b.steal - a.steal) / total : 0;
 }
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -116,4 +124,4 @@ async function waitForIdle({ threshold = 0.9, maxSeconds = 30, needed = 2, log =
   return { idle: last, waited: (Date.now() - start) / 1000, ok: false };
 }
 
-module.exports = { ticksPerSecond, processCpuSeconds, serverCpu, cpuDelta, idleFraction, waitForIdle };
+module.exports = { ticksPerSecond, processCpuSeconds, serverCpu, cpuDelta, idleFraction, waitForIdle, readStat, stealShare };

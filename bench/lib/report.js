@@ -65,7 +65,8 @@ function markdown({ env, figures, checks, elapsed, partial }) {
     out.push(`## ${f.id}. ${f.title}`, '');
     if (f.error) out.push(`**Failed:** ${f.error}`, '');
     if (f.details) out.push(f.details, '');
-    out.push(`(${Math.round(f.seconds)} s)`, '');
+    const steal = f.steal === undefined ? '' : `; CPU time taken by other guests of the host ("steal"): ${(100 * f.steal).toFixed(1)}%`;
+    out.push(`(${Math.round(f.seconds)} s${steal})`, '');
   }
   return `${out.join('\n')}\n`;
 }

@@ -15,9 +15,10 @@
 //
 // Reads JSON commands on stdin, one a line, and answers each on stdout with
 // {"reply":<id>,...}:
-//   {"id":1,"cmd":"counts"} -> {"reply":1,"counts":{"<worker pid>":<requests>}}
+//   {"id":1,"cmd":"counts"} -> {"reply":1,"counts":{"<worker pid>":<requests>},
+//                               "conns":{"<worker pid>":<connections>}}
 //   {"id":2,"cmd":"rss"}    -> {"reply":2,"rssKiB":<primary VmRSS>}
-// Each worker only adds one to an integer per request; the counts travel over
+// Each worker only adds one to an integer per request (and per connection); the counts travel over
 // the cluster channel when asked, between load runs, so they cost nothing
 // during a run.
 //
@@ -36,13 +37,16 @@ const MAX_SECONDS = Number(process.env.BENCH_SERVER_MAX_SECONDS || 600);
 const weights = kind === 'rcluster' && process.env.BENCH_WEIGHTS ? process.env.BENCH_WEIGHTS.split(',').map(Number) : [];
 
 let requests = 0;
+let connections = 0;
 
 function createServer() {
-  return http.createServer((req, res) => {
+  const server = http.createServer((req, res) => {
     requests++;
     res.writeHead(200, { 'content-type': 'text/plain', 'content-length': '11' });
     res.end('hello world');
   });
+  server.on('connection', () => connections++);
+  return server;
 }
 
 function report(info) {
@@ -104,7 +108,7 @@ function single() {
   onStop(
     () => process.exit(0),
     (cmd, reply) => {
-      if (cmd.cmd === 'counts') reply({ counts: { [process.pid]: requests } });
+      if (cmd.cmd === 'counts') reply({ counts: { [process.pid]: requests }, conns: { [process.pid]: connections } });
       else if (cmd.cmd === 'rss') reply({ rssKiB: rssKiB() });
       else reply({ error: `unknown command ${cmd.cmd}` });
     }
@@ -167,12 +171,12 @@ function primary(cluster) {
       if (cmd.cmd === 'rss') return reply({ rssKiB: rssKiB() });
       if (cmd.cmd !== 'counts') return reply({ error: `unknown command ${cmd.cmd}` });
       const all = Object.values(cluster.workers || {});
-      const state = { counts: {}, left: all.length, reply };
+      const state = { counts: {}, conns: {}, left: all.length, reply };
       pending.set(cmd.id, state);
-      if (!all.length) reply({ counts: {} });
+      if (!all.length) reply({ counts: {}, conns: {} });
       for (const w of all) w.send({ benchCounts: cmd.id });
       setTimeout(() => {
-        if (pending.delete(cmd.id)) reply({ counts: state.counts, partial: true });
+        if (pending.delete(cmd.id)) reply({ counts: state.counts, conns: state.conns, partial: true });
       }, 3000).unref();
     }
   );
@@ -182,9 +186,10 @@ function primary(cluster) {
     const state = pending.get(msg.benchCountsReply);
     if (!state) return;
     state.counts[msg.pid] = msg.requests;
+    state.conns[msg.pid] = msg.connections;
     if (--state.left === 0) {
       pending.delete(msg.benchCountsReply);
-      state.reply({ counts: state.counts });
+      state.reply({ counts: state.counts, conns: state.conns });
     }
   });
   cluster.on('listening', (worker, address) => {
@@ -242,7 +247,7 @@ function worker() {
   });
   process.on('message', (msg) => {
     if (msg && msg.benchCounts !== undefined) {
-      process.send({ benchCountsReply: msg.benchCounts, pid: process.pid, requests });
+      process.send({ benchCountsReply: msg.benchCounts, pid: process.pid, requests, connections });
     }
   });
   server.listen(fixedPort, '127.0.0.1');

@@ -26,13 +26,13 @@ async function startVariant(v, extra = {}) {
 
 async function counts(server) {
   const r = await server.request({ cmd: 'counts' });
-  return r.counts || {};
+  return { requests: r.counts || {}, conns: r.conns || {} };
 }
 
 // One measured load run against a started server: optional warm-up, then
 // CPU and request counts read before and after the measured run.
 // Returns the loader's result plus { cpu: {primary, workers, total} seconds,
-// perWorker: [requests...] }.
+// perWorker: [requests...], perWorkerConns: [connections accepted...] }.
 async function measureOn(server, loader, load, { warmup = 0, perWorker = false } = {}) {
   if (warmup > 0) await loader.run({ ...load, duration: warmup });
   const c0 = perWorker ? await counts(server) : null;
@@ -42,7 +42,9 @@ async function measureOn(server, loader, load, { warmup = 0, perWorker = false }
   const out = { ...r, cpu: cpuDelta(cpu0, cpu1) };
   if (perWorker) {
     const c1 = await counts(server);
-    out.perWorker = Object.keys(c1).map((pid) => c1[pid] - (c0[pid] || 0));
+    const pids = Object.keys(c1.requests);
+    out.perWorker = pids.map((pid) => c1.requests[pid] - (c0.requests[pid] || 0));
+    out.perWorkerConns = pids.map((pid) => (c1.conns[pid] || 0) - (c0.conns[pid] || 0));
   }
   return out;
 }
