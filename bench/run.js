@@ -6,7 +6,7 @@
 // bench/results/latest.md (summary: target, measured, pass/miss; details of
 // each figure) and bench/results/latest.svg (chart of the ratios).
 //
-//   npm run bench                   # everything, ~7-10 minutes
+//   npm run bench                   # everything, ~10 minutes (more when figures are retried)
 //   node bench/run.js --quick       # everything, shorter runs, ~2-3 minutes
 //   node bench/run.js --only 1,3    # some figures
 //   node bench/run.js --rounds 5 --duration 10 --no-idle-wait --out /tmp/r
@@ -39,7 +39,9 @@ const DEFAULTS = {
   startupRounds: 15, // figure 6: a start takes ~70 ms and its time is bimodal, so many
   idleWait: 30, // s at most, before the run
   idleWaitBetween: 8, // s at most, before each figure
-  budget: 15 * 60, // s for the whole suite, hard stop
+  budget: 25 * 60, // s for the whole suite, hard stop (retries included)
+  stealMax: 0.05, // a figure during which the host's other guests took more CPU is run again...
+  stealRetries: 2, // ...at most this many times; the run with the least steal counts
 };
 
 // wrk takes whole seconds: durations are rounded, 1 s at least.
@@ -55,6 +57,7 @@ const QUICK = {
   idleWait: 10,
   idleWaitBetween: 2,
   budget: 5 * 60,
+  stealRetries: 1,
 };
 
 function usage() {
@@ -108,6 +111,32 @@ function parseArgs(argv) {
     throw new Error('--rounds, --duration, --workers and --connections must be positive');
   }
   return { p, only, out, loader, quick };
+}
+
+// One run of figure `f`: { fig (details, seconds, steal), checks, failed }.
+async function runFigure(f, mod, ctx) {
+  const t0 = Date.now();
+  const stat0 = procStat();
+  const fig = { id: f.id, title: mod.title };
+  let checks = [];
+  let failed = false;
+  try {
+    const r = await mod.run(ctx);
+    fig.details = r.details;
+    checks = r.checks;
+    if (r.checks.some((c) => c.na && c.na !== 'not available' && c.na !== 'no measurement')) {
+      failed = true;
+    }
+  } catch (err) {
+    fig.error = err.stack || err.message;
+    failed = true;
+    ctx.log(`  figure ${f.id} failed: ${err.message}`);
+  }
+  await killAll(); // nothing of one figure survives into the next
+  fig.seconds = (Date.now() - t0) / 1000;
+  const stat1 = procStat();
+  if (stat0 && stat1) fig.steal = stealShare(stat0, stat1);
+  return { fig, checks, failed };
 }
 
 // /proc/stat's CPU line, or null where there is none.
@@ -189,26 +218,27 @@ async function main() {
       const idle = await waitForIdle({ maxSeconds: p.idleWaitBetween, needed: 1 });
       if (!idle.ok) log(`  (machine busy: ${(idle.idle * 100).toFixed(0)}% idle; going on)`);
     }
-    const t0 = Date.now();
-    const stat0 = procStat();
-    const fig = { id: f.id, title: mod.title };
-    try {
-      const r = await mod.run({ p, loader, log });
-      fig.details = r.details;
-      state.checks.push(...r.checks);
-      if (r.checks.some((c) => c.na && c.na !== 'not available' && c.na !== 'no measurement')) {
-        failed = true;
+    // On a shared virtual machine the host's other guests may take CPU time
+    // in the middle of a figure ("steal"), which no idle check before it can
+    // see: such a figure is run again, and the run with the least steal
+    // counts. Every run's steal is reported.
+    let best = null;
+    const steals = [];
+    for (let attempt = 0; attempt <= p.stealRetries; attempt++) {
+      if (attempt > 0) {
+        const left = p.budget - (Date.now() - started) / 1000;
+        if (best.fig.seconds * 1.5 > left) break;
+        log(`  the host took ${(100 * best.fig.steal).toFixed(1)}% of the CPU time ("steal"): running figure ${f.id} again`);
       }
-    } catch (err) {
-      fig.error = err.stack || err.message;
-      failed = true;
-      log(`  figure ${f.id} failed: ${err.message}`);
+      const run = await runFigure(f, mod, { p, loader, log });
+      steals.push(run.fig.steal);
+      if (!best || (run.fig.steal ?? 0) < (best.fig.steal ?? 0)) best = run;
+      if ((best.fig.steal ?? 0) <= p.stealMax) break;
     }
-    await killAll(); // nothing of one figure survives into the next
-    fig.seconds = (Date.now() - t0) / 1000;
-    const stat1 = procStat();
-    if (stat0 && stat1) fig.steal = stealShare(stat0, stat1);
-    state.figures.push(fig);
+    best.fig.steals = steals;
+    state.checks.push(...best.checks);
+    if (best.failed) failed = true;
+    state.figures.push(best.fig);
   }
   state.partial = false;
   const files = write(state, started);

@@ -65,7 +65,12 @@ function markdown({ env, figures, checks, elapsed, partial }) {
     out.push(`## ${f.id}. ${f.title}`, '');
     if (f.error) out.push(`**Failed:** ${f.error}`, '');
     if (f.details) out.push(f.details, '');
-    const steal = f.steal === undefined ? '' : `; CPU time taken by other guests of the host ("steal"): ${(100 * f.steal).toFixed(1)}%`;
+    const pct = (x) => `${(100 * x).toFixed(1)}%`;
+    const steal =
+      f.steal === undefined
+        ? ''
+        : `; CPU time taken by other guests of the host ("steal"): ${pct(f.steal)}` +
+          (f.steals && f.steals.length > 1 ? ` (runs of this figure: ${f.steals.map(pct).join(', ')}; the one with the least is shown)` : '');
     out.push(`(${Math.round(f.seconds)} s${steal})`, '');
   }
   return `${out.join('\n')}\n`;
