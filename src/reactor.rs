@@ -201,7 +201,7 @@ pub struct Config {
     /// tests and tuning).
     pub offload_burst: u32,
     /// Share of one core the exact mode may cost the reactor thread over a
-    /// second of sustained load (at least 256 connections) before the
+    /// 250 ms of sustained load (at least 64 connections) before the
     /// listener spreads (default 0.03; `RCLUSTER_RR_OFFLOAD_CPU` sets it in
     /// percent, for tests and tuning).
     pub offload_cpu: f64,

@@ -7,8 +7,8 @@
 // alternates between them round after round, each run after a warm-up of its
 // own, as in figures 1-3: what is measured is the steady cost under load.
 // (rcluster's rr listener goes back to exact dispatch while the other server
-// is loaded, and the first 50-150 ms of a load, up to a second on a crowded
-// machine, are dispatched exactly again before it spreads.)
+// is loaded, and the first 50-150 ms of a load, up to 250 ms on a crowded
+// machine by the cost rule, are dispatched exactly again before it spreads.)
 
 const { stopServer } = require('../lib/procs');
 const S = require('../lib/suite');

@@ -111,7 +111,7 @@ impl Offload {
 
     /// Counts a connection the primary accepted (the exact mode's
     /// measurements). Runs on the reactor thread, whose CPU time the cost
-    /// rule reads once a second at most.
+    /// rule reads once a `LOAD_PERIOD` (250 ms) at most.
     pub(super) fn accepted(&mut self) {
         if self.spreading.is_some() || self.want_spread.is_some() {
             return;

@@ -8,8 +8,10 @@
 //! - a **steady** load: half a burst in each of [`STEADY_WINDOWS`] windows
 //!   in a row (2,500 a second for 150 ms); a keep-alive pool opening is one
 //!   spike and stays exact;
-//! - its **cost**: over a [`LOAD_PERIOD`] with [`LOAD_MIN`] accepts or
-//!   more, the reactor thread used [`SPREAD_CPU`] of a core. The exact mode
+//! - its **cost**: over a [`LOAD_PERIOD`] (250 ms) with [`LOAD_MIN`] accepts
+//!   or more, the reactor thread used [`SPREAD_CPU`] of a core. A pool
+//!   opening costs that much only past a few hundred connections at once,
+//!   where the burst rule says the same. The exact mode
 //!   costs 5-25 µs a connection by machine (mostly the kernel's accept and
 //!   fd passing), so this is the rule for slow machines and crowded ones
 //!   (16 workers on 2 cores), whose rate stays under the other two.
@@ -32,11 +34,11 @@ pub(in crate::reactor) const STEADY_WINDOWS: u32 = 3;
 /// forth, each time with a second of exact dispatch.
 pub(in crate::reactor) const KEEP_SPREADING: f64 = 0.5;
 /// The cost rule's period...
-pub(in crate::reactor) const LOAD_PERIOD: Duration = Duration::from_secs(1);
-/// ...in which a listener accepted at least this many connections (fewer
-/// never spread by cost: low rates get the exact round robin, whatever else
-/// keeps the reactor busy)...
-pub(in crate::reactor) const LOAD_MIN: u32 = 256;
+pub(in crate::reactor) const LOAD_PERIOD: Duration = Duration::from_millis(250);
+/// ...in which a listener accepted at least this many connections (256 a
+/// second; fewer never spread by cost: low rates get the exact round robin,
+/// whatever else keeps the reactor busy)...
+pub(in crate::reactor) const LOAD_MIN: u32 = 64;
 /// ...and the reactor thread used this share of one core (by default;
 /// `Config::offload_cpu`).
 pub const SPREAD_CPU: f64 = 0.03;
@@ -258,7 +260,7 @@ mod tests {
         let mut r = ExactRate::new(256, 0.03, t0);
         let mut used = Duration::ZERO;
         // 2,000 a second (under the steady rule) at 24 µs each: 4.8% of a
-        // core. After a second: at 3% the exact mode would carry 1,250 a
+        // core. After a period: at 3% the exact mode would carry 1,250 a
         // second, and spreading goes on down to half that.
         let (rate, when) = feed(
             &mut r,
@@ -271,7 +273,7 @@ mod tests {
         .expect("spreads");
         assert!((rate - 1_250.0).abs() < 1.0, "{rate}");
         assert!(
-            when >= Duration::from_secs(1) && when < Duration::from_millis(1_010),
+            when >= LOAD_PERIOD && when < LOAD_PERIOD + 10 * MS,
             "{when:?}"
         );
         assert!(keeps_spreading(625, rate, Duration::from_secs(1)));
@@ -299,8 +301,8 @@ mod tests {
         assert_eq!(cost_spread_rate(LOAD_MIN - 1, second, second, 0.03), None);
         // A longer period is a lower rate and a lower share.
         assert_eq!(cost_spread_rate(4_000, 96 * MS, 4 * second, 0.03), None);
-        // It keeps to LOAD_MIN a second at the least (a limit of 0 spreads
-        // any load of LOAD_MIN a second).
+        // It keeps to LOAD_MIN a period (256 a second) at the least (a limit
+        // of 0 spreads any load of that rate).
         assert_eq!(
             cost_spread_rate(LOAD_MIN, Duration::ZERO, second, 0.0),
             Some(256.0)
