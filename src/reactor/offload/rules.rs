@@ -9,12 +9,12 @@
 //!   in a row (2,500 a second for 150 ms); a keep-alive pool opening is one
 //!   spike and stays exact;
 //! - its **cost**: over a [`LOAD_PERIOD`] (250 ms) with [`LOAD_MIN`] accepts
-//!   or more, the reactor thread used [`SPREAD_CPU`] of a core. A pool
+//!   or more, the reactor thread used [`SPREAD_CPU`] of a core. The exact
+//!   mode costs 5-25 µs a connection by machine (mostly the kernel's accept
+//!   and fd passing), so this is the rule for slow machines and crowded ones
+//!   (16 workers on 2 cores), whose rate stays under the other two. A pool
 //!   opening costs that much only past a few hundred connections at once,
-//!   where the burst rule says the same. The exact mode
-//!   costs 5-25 µs a connection by machine (mostly the kernel's accept and
-//!   fd passing), so this is the rule for slow machines and crowded ones
-//!   (16 workers on 2 cores), whose rate stays under the other two.
+//!   where the burst rule says the same.
 //!
 //! Each rule also says the rate (connections a second) it stands for;
 //! spreading goes on down to [`KEEP_SPREADING`] of it ([`keeps_spreading`]).
