@@ -200,7 +200,7 @@ pub struct Config {
     /// 256, i.e. 5,000 a second; `RCLUSTER_RR_OFFLOAD_BURST` sets it, for
     /// tests and tuning).
     pub offload_burst: u32,
-    /// Share of one core the exact mode may cost the reactor thread over a
+    /// Share of one core the exact mode may cost the reactor thread over
     /// 250 ms of sustained load (at least 64 connections) before the
     /// listener spreads (default 0.03; `RCLUSTER_RR_OFFLOAD_CPU` sets it in
     /// percent, for tests and tuning).

@@ -235,42 +235,33 @@ fn steady_load(r: &Reactor, port: u16, a: &mut FakeWorker, b: &mut FakeWorker, m
     kernel(r)
 }
 
-fn cost_limited(
-    share: f64,
-) -> (
-    Reactor,
-    crossbeam_channel::Receiver<rcluster::reactor::Event>,
-) {
-    reactor_with(Config {
+/// A steady load of `ms` on an `rr` listener of two fake workers, in a
+/// reactor whose only way to spread is the cost rule at `share` of a core.
+/// Returns whether it spread, and the connections the primary accepted.
+fn steady_load_at_cost_limit(share: f64, ms: u64) -> (bool, u64) {
+    let (r, _rx) = reactor_with(Config {
         window: 16,
         offload: true,
         offload_burst: 1_000_000, // no burst: only the cost rule can spread
         offload_cpu: share,
-    })
+    });
+    let mut a = FakeWorker::start(&r, 1, 1);
+    let mut b = FakeWorker::start(&r, 2, 2);
+    let la = listen_rr(&mut a);
+    let _lb = listen_rr(&mut b);
+    let spread = steady_load(&r, la.port, &mut a, &mut b, ms);
+    (spread, r.stats().expect("stats").listeners[0].accepted)
 }
 
 #[test]
 fn a_sustained_load_spreads_once_the_exact_mode_costs_its_share_of_a_core() {
-    // A limit of 0: any second with 256 accepts or more is too costly.
-    let (r, _rx) = cost_limited(0.0);
-    let mut a = FakeWorker::start(&r, 1, 1);
-    let mut b = FakeWorker::start(&r, 2, 2);
-    let la = listen_rr(&mut a);
-    let _lb = listen_rr(&mut b);
-    assert!(
-        steady_load(&r, la.port, &mut a, &mut b, 6_000),
-        "spreading after a second of steady load"
-    );
+    // A limit of 0: any period with enough accepts (256 a second) is too
+    // costly.
+    let (spread, _) = steady_load_at_cost_limit(0.0, 6_000);
+    assert!(spread, "spreading after a period of steady load");
 
     // A whole core: the same load never costs that much.
-    let (r, _rx) = cost_limited(1.0);
-    let mut a = FakeWorker::start(&r, 1, 1);
-    let mut b = FakeWorker::start(&r, 2, 2);
-    let la = listen_rr(&mut a);
-    let _lb = listen_rr(&mut b);
-    assert!(
-        !steady_load(&r, la.port, &mut a, &mut b, 2_500),
-        "exact: the dispatch is cheap enough"
-    );
-    assert!(r.stats().expect("stats").listeners[0].accepted >= 256);
+    let (spread, accepted) = steady_load_at_cost_limit(1.0, 2_500);
+    assert!(!spread, "exact: the dispatch is cheap enough");
+    assert!(accepted >= 256);
 }

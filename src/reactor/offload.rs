@@ -314,9 +314,8 @@ impl Loop {
                 // Ask every worker spread to: one frame each per second, in
                 // place of a report from each one every few milliseconds.
                 o.counting = Some(now);
-                let joined = o.joined.clone();
-                for id in joined {
-                    if let Some(w) = self.workers.get(&id) {
+                for id in &o.joined {
+                    if let Some(w) = self.workers.get(id) {
                         let _ =
                             w.channel
                                 .send_frame(Kind::Control, 0, 0, br#"{"op":"count"}"#, None);

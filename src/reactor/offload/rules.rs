@@ -127,7 +127,7 @@ impl ExactRate {
 }
 
 /// The rate (connections a second) of `n` accepts per [`SPREAD_WINDOW`].
-pub(in crate::reactor) fn burst_rate(n: u32) -> f64 {
+fn burst_rate(n: u32) -> f64 {
     n as f64 / SPREAD_WINDOW.as_secs_f64()
 }
 
