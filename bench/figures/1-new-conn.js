@@ -37,7 +37,7 @@ async function run(ctx) {
     const s = S.summary(S.values(list, rps));
     const ref = S.ratio(list, R['cluster rr'], rps);
     return `| ${v.name} | ${s.n} | ${S.fmt(s.median)} | ${S.fmt(s.min)} | ${S.fmt(s.max)} | ${S.pct(s.spread)} | ` +
-      `${S.fmt(ref.median, 2)} | ${S.fmt(S.summary(S.values(list, cpuPerReq)).median, 1)} | ` +
+      `${S.fmt(ref.ofMedians, 2)} | ${S.fmt(S.summary(S.values(list, cpuPerReq)).median, 1)} | ` +
       `${v.kind === 'single' ? '-' : S.fmt(S.summary(S.values(list, primaryPct)).median, 1)} | ` +
       `${v.kind === 'single' ? '-' : S.fmt(S.summary(S.values(list, primaryPerConn)).median, 2)} | ` +
       `${list.filter(Boolean).reduce((a, r) => a + r.errors + r.non2xx, 0)} |` +

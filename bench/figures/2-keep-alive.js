@@ -41,7 +41,7 @@ async function run(ctx) {
     const splits = list.filter((r) => r && r.perWorker).map((r) => S.splitText(r.perWorker));
     const connSplits = list.filter((r) => r && r.perWorkerConns).map((r) => S.splitText(r.perWorkerConns));
     return `| ${v.name} | ${s.n} | ${S.fmt(s.median)} | ${S.fmt(s.min)} | ${S.fmt(s.max)} | ${S.pct(s.spread)} | ` +
-      `${S.fmt(S.ratio(list, R['cluster rr'], rps).median, 2)} | ${S.fmt(S.summary(S.values(list, p50)).median, 2)} | ` +
+      `${S.fmt(S.ratio(list, R['cluster rr'], rps).ofMedians, 2)} | ${S.fmt(S.summary(S.values(list, p50)).median, 2)} | ` +
       `${S.fmt(S.summary(S.values(list, p99)).median, 2)} | ${splits.join(', ') || '-'} | ${connSplits.join(', ') || '-'} |` +
       (failures[v.name] || unavailable[v.name] ? ` ${failures[v.name] || unavailable[v.name]}` : '');
   });

@@ -55,7 +55,7 @@ async function run(ctx) {
     const splits = list.filter((r) => r && r.perWorker).map((r) => S.splitText(r.perWorker));
     const why = failures[v.name] || (unavailable[v.name] && `n/a (not available): ${unavailable[v.name]}`);
     return `| ${v.name} | ${s.n} | ${S.fmt(s.median)} | ${S.fmt(s.min)} | ${S.fmt(s.max)} | ${S.pct(s.spread)} | ` +
-      `${S.fmt(S.ratio(list, R['cluster none'], rps).median, 2)} | ${listeners[v.name] ?? '-'} | ${splits.join(', ') || '-'} |` +
+      `${S.fmt(S.ratio(list, R['cluster none'], rps).ofMedians, 2)} | ${listeners[v.name] ?? '-'} | ${splits.join(', ') || '-'} |` +
       (why ? ` ${why}` : '');
   });
   const details = [

@@ -56,7 +56,7 @@ function markdown({ env, figures, checks, elapsed, partial }) {
   out.push(`- node ${env.node}, rcluster ${env.rcluster}${env.commit ? ` (commit ${env.commit})` : ''}, load generator ${env.loader}`);
   out.push(`- idle check before the run: ${env.idle}`);
   out.push(`- every figure is measured side by side in one run; variants alternate within each round and the first one rotates; ` +
-    'ratios are the ratio of the medians, with the min–max of the per-round ratios.');
+    'a ratio is the median of the per-round ratios (both sides measured in the same round), with their min–max.');
   out.push('');
   out.push('![rcluster / node:cluster ratios](latest.svg)', '');
   out.push('## Summary', '');

@@ -136,8 +136,12 @@ function summary(xs) {
   return { median: m, min, max, n: xs.length, spread: m ? (max - min) / Math.abs(m) : NaN };
 }
 
-// Ratio a/b of two variants: the ratio of the medians, with the min and max
-// of the per-round ratios (both measured in the same round, side by side).
+// Ratio a/b of two variants: the median of the per-round ratios (both sides
+// of one measured in the same round, side by side), with their min and max.
+// Pairing by round cancels the machine's drift between rounds, which on a
+// shared host moves every variant's rate by half from one minute to the next;
+// `ofMedians` (the ratio of the medians) is kept for the details. With fewer
+// than 3 paired rounds the value is the ratio of the medians.
 function ratio(listA, listB, pick) {
   const a = values(listA, pick);
   const b = values(listB, pick);
@@ -148,9 +152,11 @@ function ratio(listA, listB, pick) {
     const y = pick(listB[i]);
     if (Number.isFinite(x) && Number.isFinite(y) && y !== 0) perRound.push(x / y);
   }
-  if (!a.length || !b.length) return { median: NaN, min: NaN, max: NaN, n: 0 };
+  if (!a.length || !b.length) return { median: NaN, min: NaN, max: NaN, n: 0, ofMedians: NaN };
+  const ofMedians = median(a) / median(b);
   return {
-    median: median(a) / median(b),
+    median: perRound.length >= 3 ? median(perRound) : ofMedians,
+    ofMedians,
     min: perRound.length ? Math.min(...perRound) : NaN,
     max: perRound.length ? Math.max(...perRound) : NaN,
     n: perRound.length,
