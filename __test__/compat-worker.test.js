@@ -68,3 +68,19 @@ both('disconnect/kill/destroy from either side, crash, exit code and outside sig
     await p.kill();
   }
 });
+
+both("a worker's own disconnect()/destroy() waits for the primary's ack: the channel is up for the rest of the tick", async (mod) => {
+  const p = run('compat-worker-leave.js', [], { env: { MODULE: mod } });
+  try {
+    const r = await p.next((m) => m.event === 'report', 15000);
+    for (const DO of ['disconnect', 'destroy']) {
+      const c = r[DO];
+      assert.deepStrictEqual(c.messages, [{ sync: [true, true] }, { tick: [] }], DO);
+      assert.strictEqual(c.atDisconnect, true, DO);
+      assert.strictEqual(c.atExit, true, DO);
+      assert.deepStrictEqual(c.exit, [0, null], DO);
+    }
+  } finally {
+    await p.kill();
+  }
+});

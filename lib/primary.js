@@ -943,6 +943,15 @@ function onMessageFrame(entry, id, f) {
       break;
     case F.EXITED_AFTER_DISCONNECT:
       worker.exitedAfterDisconnect = true;
+      // A worker leaving by its own disconnect()/destroy() waits for this
+      // ack before it disconnects, as Node's does (the id is its token).
+      if (f.id > 0 && proc._msg) {
+        try {
+          proc._msg.send(F.EXITED_AFTER_DISCONNECT, 0, f.id);
+        } catch {
+          // Gone: its channel's close disconnects it anyway.
+        }
+      }
       break;
     case F.CLOSE_LISTEN:
       // The copy of a server's close (see closeListen in lib/worker.js):

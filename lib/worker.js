@@ -51,16 +51,39 @@ function channelFor(kind) {
   return chan;
 }
 
+/** Sends a frame; false when the channel is gone (its disconnect event tells the rest). */
 function sendFrame(kind, payload, id = 0) {
-  if (chan === null) return;
+  if (chan === null) return false;
   flushMessages();
   try {
     channelFor(kind).send(kind, 0, id, payload);
     // The supervisor (on the reactor) learns readiness from it too.
     if (kind === F.LISTENING && msgs !== null) chan.send(kind, 0, id, payload);
+    return true;
   } catch {
-    // The channel is gone; the disconnect event tells the rest.
+    return false;
   }
+}
+
+// A worker that leaves by its own disconnect() or destroy() tells the
+// primary (which sets `worker.exitedAfterDisconnect`) and, as in Node,
+// disconnects only once the primary has acknowledged: the flag is set there
+// before the channel closes, and the channel stays usable for the rest of
+// the tick. The token is the frame id; the ack comes back on the message
+// channel. Without one (or a channel), `then` runs at once.
+const leaveAcks = new Map(); // token -> then
+let leaveSeq = 0;
+function tellLeaving(then) {
+  const seq = msgs !== null ? ++leaveSeq : 0;
+  if (seq > 0) leaveAcks.set(seq, then);
+  if (!sendFrame(F.EXITED_AFTER_DISCONNECT, undefined, seq) || seq === 0) {
+    leaveAcks.delete(seq);
+    then();
+  }
+}
+
+function disconnectNow() {
+  if (process.connected) process.disconnect();
 }
 
 // Closing a server goes to the reactor and, with the same token as frame
@@ -689,6 +712,13 @@ function onFrame(f) {
     case F.CONTROL:
       onControl(JSON.parse(f.data.toString()));
       break;
+    case F.EXITED_AFTER_DISCONNECT: {
+      // The primary's ack of tellLeaving().
+      const then = leaveAcks.get(f.id);
+      leaveAcks.delete(f.id);
+      if (then) then();
+      break;
+    }
     case F.RELAY:
       onRelay(f);
       break;
@@ -739,8 +769,8 @@ function workerDisconnect(primaryInitiated) {
   let waiting = 1;
   const done = () => {
     if (--waiting !== 0) return;
-    if (!primaryInitiated) sendFrame(F.EXITED_AFTER_DISCONNECT, undefined);
-    if (process.connected) process.disconnect();
+    if (primaryInitiated) disconnectNow();
+    else tellLeaving(disconnectNow);
   };
   for (const { handle, server } of listeners.values()) {
     waiting++;
@@ -766,9 +796,8 @@ Worker.prototype.destroy = function destroy() {
     process.exit(0);
   } else {
     this.state = 'destroying';
-    sendFrame(F.EXITED_AFTER_DISCONNECT, undefined);
+    tellLeaving(disconnectNow);
     process.once('disconnect', () => process.exit(0));
-    process.disconnect();
   }
 };
 
