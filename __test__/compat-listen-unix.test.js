@@ -41,3 +41,15 @@ both('unix socket paths: long relative path, address(), service, cleanup', async
     await p.kill();
   }
 });
+
+both('unix socket paths: readableAll / writableAll set the socket file for every user', async (mod) => {
+  const p = run('compat-listen-unix-mode.js', [], { env: { MODULE: mod } });
+  try {
+    const r = await p.next((m) => m.event === 'report', 20000);
+    assert.strictEqual(r.error, undefined);
+    assert.deepStrictEqual(r.modes, { plain: '700', readable: '744', writable: '722', both: '766' });
+    assert.deepStrictEqual(r.served, { plain: 'plain', readable: 'readable', writable: 'writable', both: 'both' });
+  } finally {
+    await p.kill();
+  }
+});

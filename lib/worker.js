@@ -387,6 +387,9 @@ cluster._getServer = function getServer(obj, options, cb) {
     rrOffload: config.rrOffload,
     // Custom server data (tls: ticket keys); the first worker's is shared.
     data: typeof obj._getServerData === 'function' ? obj._getServerData() : null,
+    // Unix paths: the socket file's permissions for every user.
+    readableAll: options.readableAll === true,
+    writableAll: options.writableAll === true,
   };
   const id = nextRequest++;
   requests.set(id, (reply, fd) => {

@@ -74,6 +74,13 @@ pub struct ListenRequest {
     /// first worker's data is kept per key and given to every worker.
     #[serde(default)]
     pub data: Option<serde_json::Value>,
+    /// Unix paths: `listen({ path, readableAll: true })` makes the socket
+    /// file readable by every user (libuv's `uv_pipe_chmod`).
+    #[serde(default)]
+    pub readable_all: Option<bool>,
+    /// Unix paths: `writableAll`, the same for writing (connecting).
+    #[serde(default)]
+    pub writable_all: Option<bool>,
 }
 
 /// What a request asks for.
@@ -205,6 +212,28 @@ pub fn unix_bind_path(path: &str) -> PathBuf {
     }
 }
 
+/// `readableAll` / `writableAll`: adds read and/or write permission for
+/// user, group and others to the socket file just bound, as libuv's
+/// `uv_pipe_chmod` does (the other bits stay). Abstract names have no file.
+fn chmod_all(req: &ListenRequest, bind_path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut want = 0;
+    if req.readable_all == Some(true) {
+        want |= 0o444;
+    }
+    if req.writable_all == Some(true) {
+        want |= 0o222;
+    }
+    if want == 0 || bind_path.as_os_str().as_encoded_bytes().first() == Some(&0) {
+        return Ok(());
+    }
+    let mode = std::fs::metadata(bind_path)?.permissions().mode();
+    if mode & want == want {
+        return Ok(());
+    }
+    std::fs::set_permissions(bind_path, std::fs::Permissions::from_mode(mode | want))
+}
+
 /// The backlog a request asks for (Node's 511 when it names none).
 pub fn backlog_of(req: &ListenRequest) -> i32 {
     req.backlog
@@ -282,6 +311,10 @@ fn bind_as(req: &ListenRequest, group: bool) -> Result<Bound, i32> {
             let addr = SockAddr::unix(&bind_path).map_err(|e| uv_err(&e))?;
             let s = new_socket(Domain::UNIX, Type::STREAM).map_err(|e| uv_err(&e))?;
             let fd = bind_listen(s, &addr, backlog).map_err(|e| uv_err(&e))?;
+            if let Err(e) = chmod_all(req, &bind_path) {
+                let _ = std::fs::remove_file(&bind_path);
+                return Err(uv_err(&e));
+            }
             return Ok(Bound {
                 fd,
                 unlink: Some(PathBuf::from(path)),
@@ -483,6 +516,8 @@ mod tests {
             reuse_port_hold: None,
             rr_offload: None,
             data: None,
+            readable_all: None,
+            writable_all: None,
         }
     }
 
@@ -538,6 +573,52 @@ mod tests {
         assert!(sockname(&u.fd).is_none());
         assert_eq!(u.unlink.as_deref(), Some(p.as_path()));
         drop(u);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn unix_path_readable_and_writable_by_all() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("rcluster-m-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let cases = [
+            (None, None, 0o000),
+            (Some(true), None, 0o444),
+            (None, Some(true), 0o222),
+            (Some(true), Some(true), 0o666),
+            (Some(false), Some(false), 0o000),
+        ];
+        for (i, (readable, writable, set)) in cases.into_iter().enumerate() {
+            let p = dir.join(format!("m{i}.sock"));
+            let _ = std::fs::remove_file(&p);
+            let mut r = req(p.to_str(), -1, -1);
+            r.readable_all = readable;
+            r.writable_all = writable;
+            let u = bind(&r).unwrap();
+            // The bits asked for are all there, the umask's others kept.
+            assert_eq!(mode(&p) & set, set, "case {i}");
+            drop(u);
+            let _ = std::fs::remove_file(&p);
+        }
+        // Whatever the umask left: from 0700, each option adds its bits.
+        let p = dir.join("x.sock");
+        let _ = std::fs::remove_file(&p);
+        let u = bind(&req(p.to_str(), -1, -1)).unwrap();
+        let mut r = req(p.to_str(), -1, -1);
+        for (readable, writable, want) in [
+            (Some(true), None, 0o744),
+            (None, Some(true), 0o722),
+            (Some(true), Some(true), 0o766),
+        ] {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700)).unwrap();
+            r.readable_all = readable;
+            r.writable_all = writable;
+            chmod_all(&r, &p).unwrap();
+            assert_eq!(mode(&p), want);
+        }
+        drop(u);
+        let _ = std::fs::remove_file(&p);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
