@@ -83,3 +83,13 @@ both('exec, args, execArgv, cwd, silent, stdio, uid/gid, windowsHide, inspectPor
     await p.kill();
   }
 });
+
+both("an extra 'pipe' stdio slot is a socket both ways", async (mod) => {
+  const p = run('compat-stdio-extra.js', [], { env: { MODULE: mod } });
+  try {
+    const r = await p.next((m) => m.event === 'report', 15000);
+    assert.deepStrictEqual(r, { event: 'report', readable: true, writable: true, answer: 'got ping\n', isSocket: true, code: 0 });
+  } finally {
+    await p.kill();
+  }
+});

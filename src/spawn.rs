@@ -18,8 +18,9 @@ pub enum Stdio {
     Inherit,
     /// `/dev/null`.
     Ignore,
-    /// A new pipe; the parent keeps the other end (readable for 1 and 2 and
-    /// above, writable for 0).
+    /// A new pipe for 0-2, the parent keeping the other end (writable for
+    /// 0, readable for 1 and 2); a stream socketpair for 3 and above, both
+    /// ways, as Node's extra `'pipe'` slots are.
     Pipe,
     /// A specific fd of the parent.
     Fd(RawFd),
@@ -173,6 +174,10 @@ pub fn spawn(
                 })?;
                 (Some(dup_above(ch.as_raw_fd(), above)?), None)
             }
+            Stdio::Pipe if i >= 3 => {
+                let (ours, theirs) = sys::stream_pair()?;
+                (Some(dup_above(theirs.as_raw_fd(), above)?), Some(ours))
+            }
             Stdio::Pipe => {
                 let (r, w) = pipe()?;
                 if i == 0 {
@@ -307,6 +312,31 @@ mod tests {
             .unwrap();
         assert_eq!(out, "hi there\n");
         assert_eq!(wait(&s.process), ExitStatus::Code(3));
+    }
+
+    #[test]
+    fn extra_pipe_slots_go_both_ways() {
+        use std::io::Write;
+        // Slot 3 is a socketpair: the child reads a line from it and
+        // answers on it.
+        let opts = SpawnOptions {
+            file: "/bin/sh".into(),
+            argv: vec![
+                "sh".into(),
+                "-c".into(),
+                "test -S /dev/fd/3 && read l <&3 && echo \"got $l\" >&3".into(),
+            ],
+            env: vec![],
+            cwd: None,
+            stdio: vec![Stdio::Ignore, Stdio::Inherit, Stdio::Inherit, Stdio::Pipe],
+        };
+        let mut s = spawn(&opts, None, None).unwrap();
+        let mut f = std::fs::File::from(s.pipes[3].take().unwrap());
+        f.write_all(b"ping\n").unwrap();
+        let mut out = String::new();
+        f.read_to_string(&mut out).unwrap();
+        assert_eq!(out, "got ping\n");
+        assert_eq!(wait(&s.process), ExitStatus::Code(0));
     }
 
     #[test]
