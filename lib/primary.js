@@ -211,6 +211,14 @@ function rrOffload(settings) {
   return v;
 }
 
+// libuv 1.51 (Node 22.15+, 24) sets a unix socket's mode to exactly the
+// bits readableAll/writableAll ask for (fchmod); older libuv (Node 20) adds
+// them to the mode the umask gave. The primary binds, so its libuv decides.
+const PIPE_MODE_EXACT = (() => {
+  const [major, minor] = String(process.versions.uv || '0.0').split('.').map(Number);
+  return major > 1 || (major === 1 && minor >= 51);
+})();
+
 /** The `reusePortHold` setting (ms a dead worker's reuseport socket waits for its replacement). */
 function reusePortHold(settings) {
   const v = settings.reusePortHold;
@@ -328,6 +336,8 @@ function createWorkerProcess(id, env, overrides, agent = false) {
     policy: POLICY_NAMES.get(schedulingPolicy),
     reusePortHold: reusePortHold(settings),
     rrOffload: rrOffload(settings),
+    // readableAll/writableAll as this Node's libuv does them (see pipeModeExact).
+    pipeModeExact: PIPE_MODE_EXACT,
     bootstrap: BOOTSTRAP,
     addon: require('./addon-path').value,
     retireOnUncaughtException: !!({ ...settings, ...overrides }).retireOnUncaughtException,

@@ -390,6 +390,7 @@ cluster._getServer = function getServer(obj, options, cb) {
     // Unix paths: the socket file's permissions for every user.
     readableAll: options.readableAll === true,
     writableAll: options.writableAll === true,
+    pipeModeExact: config.pipeModeExact === true,
   };
   const id = nextRequest++;
   requests.set(id, (reply, fd) => {

@@ -81,6 +81,11 @@ pub struct ListenRequest {
     /// Unix paths: `writableAll`, the same for writing (connecting).
     #[serde(default)]
     pub writable_all: Option<bool>,
+    /// How the two apply, as the primary's libuv does: `true` (libuv 1.51+)
+    /// sets the mode to exactly those bits, otherwise they are added to the
+    /// mode the umask gave.
+    #[serde(default)]
+    pub pipe_mode_exact: Option<bool>,
 }
 
 /// What a request asks for.
@@ -212,9 +217,10 @@ pub fn unix_bind_path(path: &str) -> PathBuf {
     }
 }
 
-/// `readableAll` / `writableAll`: adds read and/or write permission for
-/// user, group and others to the socket file just bound, as libuv's
-/// `uv_pipe_chmod` does (the other bits stay). Abstract names have no file.
+/// `readableAll` / `writableAll`: read and/or write permission for user,
+/// group and others on the socket file just bound, as libuv's
+/// `uv_pipe_chmod` gives them: added to the other bits, or (libuv 1.51+,
+/// `pipe_mode_exact`) as the whole mode. Abstract names have no file.
 fn chmod_all(req: &ListenRequest, bind_path: &Path) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let mut want = 0;
@@ -226,6 +232,9 @@ fn chmod_all(req: &ListenRequest, bind_path: &Path) -> io::Result<()> {
     }
     if want == 0 || bind_path.as_os_str().as_encoded_bytes().first() == Some(&0) {
         return Ok(());
+    }
+    if req.pipe_mode_exact == Some(true) {
+        return std::fs::set_permissions(bind_path, std::fs::Permissions::from_mode(want));
     }
     let mode = std::fs::metadata(bind_path)?.permissions().mode();
     if mode & want == want {
@@ -518,6 +527,7 @@ mod tests {
             data: None,
             readable_all: None,
             writable_all: None,
+            pipe_mode_exact: None,
         }
     }
 
@@ -606,16 +616,22 @@ mod tests {
         let _ = std::fs::remove_file(&p);
         let u = bind(&req(p.to_str(), -1, -1)).unwrap();
         let mut r = req(p.to_str(), -1, -1);
-        for (readable, writable, want) in [
-            (Some(true), None, 0o744),
-            (None, Some(true), 0o722),
-            (Some(true), Some(true), 0o766),
+        for (readable, writable, want, exact) in [
+            (Some(true), None, 0o744, 0o444),
+            (None, Some(true), 0o722, 0o222),
+            (Some(true), Some(true), 0o766, 0o666),
         ] {
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700)).unwrap();
             r.readable_all = readable;
             r.writable_all = writable;
             chmod_all(&r, &p).unwrap();
             assert_eq!(mode(&p), want);
+            // libuv 1.51+: the bits asked for are the whole mode.
+            r.pipe_mode_exact = Some(true);
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700)).unwrap();
+            chmod_all(&r, &p).unwrap();
+            assert_eq!(mode(&p), exact);
+            r.pipe_mode_exact = None;
         }
         drop(u);
         let _ = std::fs::remove_file(&p);
