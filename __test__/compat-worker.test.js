@@ -69,7 +69,7 @@ both('disconnect/kill/destroy from either side, crash, exit code and outside sig
   }
 });
 
-both("a worker's own disconnect()/destroy() waits for the primary's ack: the channel is up for the rest of the tick", async (mod) => {
+both("a worker's own disconnect()/destroy() waits for the primary's ack: the channel is up for the rest of the tick, then null", async (mod) => {
   const p = run('compat-worker-leave.js', [], { env: { MODULE: mod } });
   try {
     const r = await p.next((m) => m.event === 'report', 15000);
@@ -78,8 +78,21 @@ both("a worker's own disconnect()/destroy() waits for the primary's ack: the cha
       assert.deepStrictEqual(c.messages, [{ sync: [true, true] }, { tick: [] }], DO);
       assert.strictEqual(c.atDisconnect, true, DO);
       assert.strictEqual(c.atExit, true, DO);
+      assert.strictEqual(c.channelAtDisconnect, null, DO);
+      assert.strictEqual(c.channelAtExit, null, DO);
       assert.deepStrictEqual(c.exit, [0, null], DO);
     }
+  } finally {
+    await p.kill();
+  }
+});
+
+both('workers: a dgram port given as a numeric string is shared; a replaced cluster._getServer is used', async (mod) => {
+  const p = run('compat-worker-getserver.js', [], { env: { MODULE: mod } });
+  try {
+    const r = await p.next((m) => m.event === 'report', 15000);
+    assert.strictEqual(r.workers.length, 2);
+    for (const w of r.workers) assert.deepStrictEqual(w, { udpPort: r.port, seen: ['udp4', 4] });
   } finally {
     await p.kill();
   }

@@ -75,6 +75,9 @@ if (cfg !== undefined && ownsChannel(cfg)) {
     builtin.isPrimary = false;
     builtin.isMaster = false;
     builtin.worker = cluster.worker;
-    builtin._getServer = cluster._getServer;
+    // Forwarded, so that a replaced `cluster._getServer` is the one used.
+    builtin._getServer = function _getServer(obj, options, cb) {
+      return cluster._getServer(obj, options, cb);
+    };
   }
 }

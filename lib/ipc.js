@@ -186,6 +186,8 @@ function markDisconnected(target) {
   if (target._rclusterDisconnected) return;
   target._rclusterDisconnected = true;
   target.connected = false;
+  // As Node's: `subprocess.channel` / `process.channel` is null once gone.
+  target.channel = null;
   if (target[kKeepAlive]) target[kKeepAlive].unref();
   target.emit('disconnect');
 }

@@ -377,7 +377,8 @@ cluster._getServer = function getServer(obj, options, cb) {
   const request = {
     key: `${indexesKey}:${index}`,
     address: address === undefined ? null : address,
-    port: options.port,
+    // dgram passes a port given as a numeric string through, as it came.
+    port: typeof options.port === 'string' && /^\d+$/.test(options.port) ? Number(options.port) : options.port,
     addressType: options.addressType,
     fd: options.fd,
     flags: options.flags || 0,
