@@ -312,8 +312,8 @@ fn bind_as(req: &ListenRequest, group: bool) -> Result<Bound, i32> {
         Kind::Unix => {
             let path = req.address.as_deref().ok_or(-libc::EINVAL)?;
             let bind_path = unix_bind_path(path);
-            // Too long even relative: EINVAL, as libuv >= 1.46 (Node 22+)
-            // says; older libuv silently bound a truncated path.
+            // Too long even relative: EINVAL, as Node 24 (libuv 1.52) says;
+            // Node 20 and 22 silently bind a truncated path.
             if bind_path.as_os_str().len() >= 108 {
                 return Err(-libc::EINVAL);
             }
