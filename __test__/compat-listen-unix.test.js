@@ -47,7 +47,7 @@ both('unix socket paths: readableAll / writableAll set the socket file for every
   try {
     const r = await p.next((m) => m.event === 'report', 20000);
     assert.strictEqual(r.error, undefined);
-    // libuv 1.51+ (Node 22.15+, 24) sets exactly the asked-for bits; older
+    // libuv 1.51+ (Node 24, 22.23) sets exactly the asked-for bits; older
     // libuv (Node 20) adds them to what the umask (077) gave.
     const [major, minor] = process.versions.uv.split('.').map(Number);
     const exact = major > 1 || (major === 1 && minor >= 51);

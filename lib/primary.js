@@ -211,9 +211,10 @@ function rrOffload(settings) {
   return v;
 }
 
-// libuv 1.51 (Node 22.15+, 24) sets a unix socket's mode to exactly the
-// bits readableAll/writableAll ask for (fchmod); older libuv (Node 20) adds
-// them to the mode the umask gave. The primary binds, so its libuv decides.
+// libuv 1.51 (Node 24; Node 22.23 has it too) sets a unix socket's mode to
+// exactly the bits readableAll/writableAll ask for (fchmod); older libuv
+// (Node 20) adds them to the mode the umask gave. The primary binds, so its
+// libuv decides.
 const PIPE_MODE_EXACT = (() => {
   const [major, minor] = String(process.versions.uv || '0.0').split('.').map(Number);
   return major > 1 || (major === 1 && minor >= 51);
