@@ -337,7 +337,7 @@ function createWorkerProcess(id, env, overrides, agent = false) {
     policy: POLICY_NAMES.get(schedulingPolicy),
     reusePortHold: reusePortHold(settings),
     rrOffload: rrOffload(settings),
-    // readableAll/writableAll as this Node's libuv does them (see pipeModeExact).
+    // readableAll/writableAll as this Node's libuv does them (PIPE_MODE_EXACT).
     pipeModeExact: PIPE_MODE_EXACT,
     bootstrap: BOOTSTRAP,
     addon: require('./addon-path').value,
