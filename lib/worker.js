@@ -74,9 +74,14 @@ function sendFrame(kind, payload, id = 0) {
 const leaveAcks = new Map(); // token -> then
 let leaveSeq = 0;
 function tellLeaving(then) {
-  const seq = msgs !== null ? ++leaveSeq : 0;
-  if (seq > 0) leaveAcks.set(seq, then);
-  if (!sendFrame(F.EXITED_AFTER_DISCONNECT, undefined, seq) || seq === 0) {
+  if (msgs === null) {
+    sendFrame(F.EXITED_AFTER_DISCONNECT, undefined);
+    then();
+    return;
+  }
+  const seq = ++leaveSeq;
+  leaveAcks.set(seq, then);
+  if (!sendFrame(F.EXITED_AFTER_DISCONNECT, undefined, seq)) {
     leaveAcks.delete(seq);
     then();
   }
