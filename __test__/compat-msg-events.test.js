@@ -42,3 +42,18 @@ both('messages: worker.send, process.send, message events, internal messages, qu
     await p.kill();
   }
 });
+
+both("messages: a throwing 'message' listener is an uncaught exception before the next message, and loses none", async (mod) => {
+  const p = run('compat-msg-throw.js', [], { env: { MODULE: mod } });
+  try {
+    const r = await p.next((m) => m.event === 'report', 15000);
+    assert.deepStrictEqual(r.worker, [0, 1, 'caught worker listener', 2, 3, 4]);
+    assert.deepStrictEqual(r.primary, [0, 1, 'caught primary listener', 2, 3, 4]);
+    assert.deepStrictEqual(r.exit, [0, null]);
+    assert.deepStrictEqual(r.crash.exit, [1, null]);
+    assert.ok(r.crash.message, 'the crash report shows the error');
+    assert.match(r.crash.firstLine, /compat-msg-throw\.js:\d+$/, 'the first line of the crash report is the throw site');
+  } finally {
+    await p.kill();
+  }
+});

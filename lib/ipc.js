@@ -10,6 +10,7 @@ const errors = require('./errors');
 const handles = require('./handles');
 const { FLAG_HANDLE, FLAG_BATCH } = require('./frames');
 const { Batcher } = require('./batch');
+const { later } = require('./inbox');
 
 const kPending = Symbol('rcluster.pendingMessages');
 const kKeepAlive = Symbol('rcluster.keepAlive');
@@ -205,11 +206,19 @@ function dispatch(target, message, handle) {
   target.emit('message', message, handle);
 }
 
-/** Delivers a received frame's message, and its handle if one came with it. */
+/**
+ * Delivers a received frame's message, and its handle if one came with it.
+ * The frame is decoded now and each of its messages is queued (lib/inbox.js),
+ * to be emitted after the native callback, in order, as Node emits each one
+ * from a tick: a listener that throws is an uncaught exception and loses none
+ * of the messages after it. A frame that cannot be decoded throws. Callers
+ * queue their other events the same way (lib/worker.js onFrames,
+ * lib/primary.js onEvents), so the order across them holds.
+ */
 function deliver(target, data, flags, fd) {
   if (flags & FLAG_BATCH) {
     const text = typeof data === 'string' ? data : data.toString('utf8');
-    for (const part of text.split('\n')) dispatch(target, JSON.parse(part), undefined);
+    for (const part of text.split('\n')) later(dispatch, target, JSON.parse(part), undefined);
     return;
   }
   let message;
@@ -224,12 +233,12 @@ function deliver(target, data, flags, fd) {
     const inner = message.msg;
     handles.fromReceived(message, fd, (handle) => {
       if (handle === undefined) return; // Unusable fd: Node drops such a message too.
-      dispatch(target, inner, handle);
+      later(dispatch, target, inner, handle);
     });
     return;
   }
   if (fd >= 0) require('./native').closeFd(fd);
-  dispatch(target, message, undefined);
+  later(dispatch, target, message, undefined);
 }
 
 module.exports = { setupChannel, markDisconnected, deliver, isInternal, kKeepAlive, kFlush };

@@ -12,6 +12,7 @@ const Worker = require('./worker_class');
 const { WorkerProcess } = require('./child');
 const url = require('url');
 const util = require('util');
+const { later, rethrow } = require('./inbox');
 const ipc = require('./ipc');
 const errors = require('./errors');
 const { inspectArgv } = require('./inspect');
@@ -862,8 +863,6 @@ function onEvent(ev) {
       ipc.markDisconnected(proc);
       break;
     case 'exit':
-      // What the worker wrote before it died is delivered before 'exit'.
-      if (proc._msg) onMessageFrames(ev.worker, proc._msg.drain());
       closeMessages(proc);
       processes.delete(ev.worker);
       remember(worker);
@@ -914,6 +913,8 @@ function closeMessages(proc) {
   msg.close();
 }
 
+// As in the worker (lib/worker.js onFrames): messages are decoded and queued
+// here, every other frame is queued as it comes (lib/inbox.js).
 function onMessageFrames(id, flat) {
   const entry = processes.get(id);
   for (let i = 0; i < flat.length; i += F.SLOTS) {
@@ -930,9 +931,15 @@ function onMessageFrames(id, flat) {
         if (f.fd >= 0) native.closeFd(f.fd);
         continue;
       }
-      onMessageFrame(entry, id, f);
+      if (f.type === F.MESSAGE) {
+        const data = f.text !== undefined ? f.text : f.data;
+        entry.messages += f.flags & F.FLAG_BATCH ? countLines(data) : 1;
+        ipc.deliver(entry.proc, data, f.flags, f.fd);
+      } else {
+        later(onMessageFrame, entry, id, f);
+      }
     } catch (err) {
-      process.nextTick(() => { throw err; });
+      later(rethrow, err);
     }
   }
 }
@@ -940,12 +947,6 @@ function onMessageFrames(id, flat) {
 function onMessageFrame(entry, id, f) {
   const { worker, proc } = entry;
   switch (f.type) {
-    case F.MESSAGE: {
-      const data = f.text !== undefined ? f.text : f.data;
-      entry.messages += f.flags & F.FLAG_BATCH ? countLines(data) : 1;
-      ipc.deliver(proc, data, f.flags, f.fd);
-      break;
-    }
     case F.ONLINE:
       emitOnline(worker);
       break;
@@ -996,14 +997,28 @@ function countLines(data) {
   return n;
 }
 
+/** Queues what worker `id` wrote on its message channel before it died. */
+function drainBeforeExit(id) {
+  const entry = processes.get(id);
+  if (entry !== undefined && entry.proc._msg) onMessageFrames(id, entry.proc._msg.drain());
+}
+
 function onEvents(events) {
-  // One batch per reactor iteration. A throwing listener must not lose the
-  // rest of the batch: rethrow it afterwards, as an uncaught exception.
+  // One batch per reactor iteration, queued in order (lib/inbox.js; a
+  // message is decoded at once, see ipc.deliver): a throwing listener is an
+  // uncaught exception and loses none of the events after it.
   for (let i = 0; i < events.length; i++) {
+    const ev = events[i];
     try {
-      onEvent(events[i]);
+      if (ev.kind === 'message') {
+        onEvent(ev);
+        continue;
+      }
+      // What the worker wrote before it died is delivered before 'exit'.
+      if (ev.kind === 'exit') drainBeforeExit(ev.worker);
+      later(onEvent, ev);
     } catch (err) {
-      process.nextTick(() => { throw err; });
+      later(rethrow, err);
     }
   }
 }

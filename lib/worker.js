@@ -10,6 +10,7 @@ const EventEmitter = require('events');
 const path = require('path');
 const native = require('./native');
 const Worker = require('./worker_class');
+const { later, rethrow } = require('./inbox');
 const ipc = require('./ipc');
 const handles = require('./handles');
 const errors = require('./errors');
@@ -702,9 +703,6 @@ function onFrame(f) {
       else if (f.fd >= 0) native.closeFd(f.fd);
       break;
     }
-    case F.MESSAGE:
-      ipc.deliver(process, f.text !== undefined ? f.text : f.data, f.flags, f.fd);
-      break;
     case F.DISCONNECT:
       // Once, whichever channel it came on.
       if (!primaryDisconnected) {
@@ -742,34 +740,35 @@ function onFrame(f) {
   }
 }
 
+// Everything a batch brings is handled in order after this native callback
+// (lib/inbox.js), as Node emits what its channel reads from ticks: messages
+// are decoded and queued here (ipc.deliver), every other frame, and each run
+// of connections, is queued as it comes.
 function onFrames(flat) {
   let conns = null;
   for (let i = 0; i < flat.length; i += F.SLOTS) {
-    const text = F.jsonTextAt(flat, i);
-    if (text !== undefined && conns === null) {
-      try {
-        ipc.deliver(process, text, flat[i + 1] | 0, -1);
-      } catch (err) {
-        process.nextTick(() => { throw err; });
-      }
-      continue;
-    }
-    const f = F.frameAt(flat, i);
-    if (f.type === F.CONN) {
-      (conns || (conns = [])).push(f);
-      continue;
-    }
-    if (conns !== null) {
-      onConnections(conns);
-      conns = null;
-    }
     try {
-      onFrame(f);
+      const text = F.jsonTextAt(flat, i);
+      if (text !== undefined && conns === null) {
+        ipc.deliver(process, text, flat[i + 1] | 0, -1);
+        continue;
+      }
+      const f = F.frameAt(flat, i);
+      if (f.type === F.CONN) {
+        (conns || (conns = [])).push(f);
+        continue;
+      }
+      if (conns !== null) {
+        later(onConnections, conns);
+        conns = null;
+      }
+      if (f.type === F.MESSAGE) ipc.deliver(process, f.text !== undefined ? f.text : f.data, f.flags, f.fd);
+      else later(onFrame, f);
     } catch (err) {
-      process.nextTick(() => { throw err; });
+      later(rethrow, err);
     }
   }
-  if (conns !== null) onConnections(conns);
+  if (conns !== null) later(onConnections, conns);
 }
 
 let primaryDisconnected = false;
