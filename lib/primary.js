@@ -921,9 +921,7 @@ function onMessageFrames(id, flat) {
     const text = entry === undefined ? undefined : F.jsonTextAt(flat, i);
     try {
       if (text !== undefined) {
-        const flags = flat[i + 1] | 0;
-        entry.messages += flags & F.FLAG_BATCH ? countLines(text) : 1;
-        ipc.deliver(entry.proc, text, flags, -1);
+        deliverMessage(entry, text, flat[i + 1] | 0, -1);
         continue;
       }
       const f = F.frameAt(flat, i);
@@ -931,17 +929,18 @@ function onMessageFrames(id, flat) {
         if (f.fd >= 0) native.closeFd(f.fd);
         continue;
       }
-      if (f.type === F.MESSAGE) {
-        const data = f.text !== undefined ? f.text : f.data;
-        entry.messages += f.flags & F.FLAG_BATCH ? countLines(data) : 1;
-        ipc.deliver(entry.proc, data, f.flags, f.fd);
-      } else {
-        later(onMessageFrame, entry, id, f);
-      }
+      if (f.type === F.MESSAGE) deliverMessage(entry, f.text !== undefined ? f.text : f.data, f.flags, f.fd);
+      else later(onMessageFrame, entry, id, f);
     } catch (err) {
       later(rethrow, err);
     }
   }
+}
+
+/** Counts a message frame's messages (for stats) and queues them. */
+function deliverMessage(entry, data, flags, fd) {
+  entry.messages += flags & F.FLAG_BATCH ? countLines(data) : 1;
+  ipc.deliver(entry.proc, data, flags, fd);
 }
 
 function onMessageFrame(entry, id, f) {

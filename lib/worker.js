@@ -686,7 +686,7 @@ function onConnections(conns) {
       try {
         entry.handle.onconnection(0, h);
       } catch (err) {
-        process.nextTick(() => { throw err; });
+        later(rethrow, err);
       }
     } else {
       h.close();
