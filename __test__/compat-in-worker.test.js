@@ -18,6 +18,10 @@ both('cluster and cluster.worker as the worker sees them', async (mod) => {
       id: 1, state: 'online', after: 'undefined', processIsProcess: true, connected: true,
       isConnected: true, isDead: false, send: 'function', newWorker: ['none', 3],
     });
+    assert.deepStrictEqual(said('surface', 'builtin').builtin, {
+      isPrimary: false, isWorker: true, fork: 'undefined', hasWorkers: false, sameWorker: true,
+      getServer: 'function', uniqueId: false,
+    });
     // 'message' on cluster.worker (message, handle) and on process; 'disconnect'
     // on cluster.worker; send() after the channel closed and a second
     // process.disconnect() surface as 'error' on cluster.worker.
