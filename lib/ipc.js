@@ -5,12 +5,16 @@
 // `channel`, and the queueing of messages that arrive before anyone listens.
 // It is written against Node's documented behaviour of child_process IPC.
 
-const serialize = require('./serialize');
-const errors = require('./errors');
-const handles = require('./handles');
 const { FLAG_HANDLE, FLAG_BATCH } = require('./frames');
-const { Batcher } = require('./batch');
 const { later } = require('./inbox');
+
+// Loaded on first use, as in lib/worker.js: a worker's start does not wait
+// for the modules it needs only once it sends or receives a message.
+let serializeModule = null;
+let handlesModule = null;
+const serialize = () => serializeModule || (serializeModule = require('./serialize'));
+const handles = () => handlesModule || (handlesModule = require('./handles'));
+const errors = () => require('./errors');
 
 const kPending = Symbol('rcluster.pendingMessages');
 const kKeepAlive = Symbol('rcluster.keepAlive');
@@ -29,7 +33,7 @@ function isInternal(message) {
 function writeError(err) {
   const m = /^([A-Z_]+):/.exec(err && err.message);
   const code = m ? m[1] : 'EPIPE';
-  if (code === 'ERR_IPC_CHANNEL_CLOSED') return errors.channelClosed();
+  if (code === 'ERR_IPC_CHANNEL_CLOSED') return errors().channelClosed();
   const errnos = { EPIPE: -32, ENOTCONN: -107, EBADF: -9, EINVAL: -22, EMFILE: -24, EIO: -5 };
   const ex = new Error(`write ${code}`);
   ex.errno = errnos[code] === undefined ? -5 : errnos[code];
@@ -66,16 +70,24 @@ function settle(target, callback, swallow, err) {
 function setupChannel(target, io) {
   target.connected = true;
   let queued = 0; // what the native side had queued after the last write
-  const batcher = new Batcher((texts, settles) => {
-    let err = null;
-    try {
-      queued = io.write(texts.join('\n'), FLAG_BATCH, undefined);
-    } catch (e) {
-      err = e;
-    }
-    for (const [callback, swallow] of settles) settle(target, callback, swallow, err);
-  });
-  const flush = () => batcher.flush();
+  let batcher = null; // made at the first send
+  function batch() {
+    if (batcher !== null) return batcher;
+    const { Batcher } = require('./batch');
+    batcher = new Batcher((texts, settles) => {
+      let err = null;
+      try {
+        queued = io.write(texts.join('\n'), FLAG_BATCH, undefined);
+      } catch (e) {
+        err = e;
+      }
+      for (const [callback, swallow] of settles) settle(target, callback, swallow, err);
+    });
+    return batcher;
+  }
+  const flush = () => {
+    if (batcher !== null) batcher.flush();
+  };
   target[kFlush] = flush;
   target[kPending] = [];
   let keepAlive = null;
@@ -117,11 +129,11 @@ function setupChannel(target, io) {
       options = undefined;
     } else if (options !== undefined &&
                (options === null || typeof options !== 'object' || Array.isArray(options))) {
-      throw errors.invalidArgType('options', ['object'], options);
+      throw errors().invalidArgType('options', ['object'], options);
     }
     options = { swallowErrors: false, ...options };
     if (this.connected) return this._send(message, handle, options, callback);
-    const ex = errors.channelClosed();
+    const ex = errors().channelClosed();
     if (typeof callback === 'function') process.nextTick(callback, ex);
     else process.nextTick(() => this.emit('error', ex));
     return false;
@@ -129,20 +141,21 @@ function setupChannel(target, io) {
 
   // The unchecked form Node has too (legacy `options` boolean = swallowErrors).
   target._send = function _send(message, handle, options, callback) {
-    if (message === undefined) throw errors.missingArgs('message');
-    serialize.validate(message);
+    if (message === undefined) throw errors().missingArgs('message');
+    serialize().validate(message);
     if (typeof options === 'boolean') options = { swallowErrors: options };
     else if (options === undefined || options === null) options = {};
-    if (!handle && !io.advanced && batcher.accepts()) {
-      batcher.join(JSON.stringify(message), [callback, !!options.swallowErrors]);
+    const b = batch();
+    if (!handle && !io.advanced && b.accepts()) {
+      b.join(JSON.stringify(message), [callback, !!options.swallowErrors]);
       if (io.onMessage) io.onMessage(message);
-      return queued + batcher.waiting < HIGH_WATER;
+      return queued + b.waiting < HIGH_WATER;
     }
-    batcher.direct();
+    b.direct();
     let fd;
     let info = null;
     if (handle) {
-      info = handles.describeForSend(handle); // throws ERR_INVALID_HANDLE_TYPE
+      info = handles().describeForSend(handle); // throws ERR_INVALID_HANDLE_TYPE
       if (info.fd >= 0) {
         fd = info.fd;
         message = { cmd: 'NODE_HANDLE', type: info.type, ...info.extra, msg: message };
@@ -154,14 +167,14 @@ function setupChannel(target, io) {
     // side copies it out); anything else as an encoded Buffer.
     let data = info === null && !io.advanced ? JSON.stringify(message) : undefined;
     let flags = 0;
-    if (typeof data !== 'string') [data, flags] = serialize.encode(message, io.advanced);
+    if (typeof data !== 'string') [data, flags] = serialize().encode(message, io.advanced);
     try {
       queued = io.write(data, flags | (info ? FLAG_HANDLE : 0), fd);
     } catch (err) {
       settle(this, callback, !!options.swallowErrors, err);
       return true; // Node: the (unchanged) write queue is below the high-water mark.
     }
-    if (info && info.type === 'net.Socket' && !options.keepOpen) handles.detachSent(handle);
+    if (info && info.type === 'net.Socket' && !options.keepOpen) handles().detachSent(handle);
     if (!info && io.onMessage) io.onMessage(message);
     settle(this, callback, false, null);
     return queued < HIGH_WATER;
@@ -169,7 +182,7 @@ function setupChannel(target, io) {
 
   target.disconnect = function disconnect() {
     if (!this.connected) {
-      this.emit('error', errors.disconnected());
+      this.emit('error', errors().disconnected());
       return;
     }
     flush();
@@ -223,7 +236,7 @@ function deliver(target, data, flags, fd) {
   }
   let message;
   try {
-    message = serialize.decode(data, flags);
+    message = serialize().decode(data, flags);
   } catch (err) {
     if (fd >= 0) require('./native').closeFd(fd);
     throw err;
@@ -231,7 +244,7 @@ function deliver(target, data, flags, fd) {
   if (flags & FLAG_HANDLE && message !== null && typeof message === 'object' &&
       message.cmd === 'NODE_HANDLE') {
     const inner = message.msg;
-    handles.fromReceived(message, fd, (handle) => {
+    handles().fromReceived(message, fd, (handle) => {
       if (handle === undefined) return; // Unusable fd: Node drops such a message too.
       later(dispatch, target, inner, handle);
     });

@@ -12,11 +12,17 @@ const native = require('./native');
 const Worker = require('./worker_class');
 const { later, rethrow } = require('./inbox');
 const ipc = require('./ipc');
-const handles = require('./handles');
-const errors = require('./errors');
-const serialize = require('./serialize');
 const F = require('./frames');
-const { Batcher } = require('./batch');
+
+// Loaded on first use: every module loaded here is paid for in each worker's
+// start, before the program's own code runs, and a worker needs these only
+// once it sends a message, passes or takes a handle, or throws one of
+// rcluster's errors.
+let handlesModule = null;
+let serializeModule = null;
+const handles = () => handlesModule || (handlesModule = require('./handles'));
+const serialize = () => serializeModule || (serializeModule = require('./serialize'));
+const errors = () => require('./errors');
 
 const cluster = new EventEmitter();
 cluster.isWorker = true;
@@ -213,37 +219,43 @@ function relayFrame(target, seq, flags, data) {
 // As with process.send() (lib/batch.js): the JSON sendTo() calls without a
 // callback that follow the first one of a stretch to the same target share
 // one frame (FLAG_BATCH), which the reactor forwards whole.
-const relays = new Batcher((texts, extras, target) => {
-  try {
-    relayFrame(target, 0, F.FLAG_BATCH, Buffer.from(texts.join('\n'), 'utf8'));
-  } catch {
-    const ex = errors.channelClosed();
-    process.nextTick(() => cluster.worker.emit('error', ex));
-  }
-});
+let relayBatcher = null;
+function relays() {
+  if (relayBatcher !== null) return relayBatcher;
+  const { Batcher } = require('./batch');
+  relayBatcher = new Batcher((texts, extras, target) => {
+    try {
+      relayFrame(target, 0, F.FLAG_BATCH, Buffer.from(texts.join('\n'), 'utf8'));
+    } catch {
+      const ex = errors().channelClosed();
+      process.nextTick(() => cluster.worker.emit('error', ex));
+    }
+  });
+  return relayBatcher;
+}
 
 function flushRelays() {
-  relays.flush();
+  if (relayBatcher !== null) relayBatcher.flush();
 }
 
 function relayTarget(target) {
   if (target === 'agent') return AGENT;
   if (Number.isInteger(target) && target > 0 && target < AGENT) return target;
-  throw errors.make(TypeError, 'ERR_INVALID_ARG_VALUE',
+  throw errors().make(TypeError, 'ERR_INVALID_ARG_VALUE',
     `The argument 'target' must be a worker id (a positive integer) or 'agent'. Received ${require('util').inspect(target)}`);
 }
 
 function relay(target, message, callback) {
   if (callback !== undefined && typeof callback !== 'function') {
-    throw errors.invalidArgType('callback', ['function'], callback);
+    throw errors().invalidArgType('callback', ['function'], callback);
   }
-  serialize.validate(message);
-  if (!callback && !config.advanced && chan !== null && relays.accepts(target)) {
-    relays.join(JSON.stringify(message), undefined, target);
+  serialize().validate(message);
+  if (!callback && !config.advanced && chan !== null && relays().accepts(target)) {
+    relays().join(JSON.stringify(message), undefined, target);
     return true;
   }
-  relays.direct();
-  const [data, flags] = serialize.encode(message, !!config.advanced);
+  relays().direct();
+  const [data, flags] = serialize().encode(message, !!config.advanced);
   // Sequence 0: no callback, the reactor answers only on failure.
   let seq = 0;
   if (callback) {
@@ -256,7 +268,7 @@ function relay(target, message, callback) {
     relayFrame(target, seq, flags, data);
   } catch (err) {
     relayCallbacks.delete(seq);
-    const ex = errors.channelClosed();
+    const ex = errors().channelClosed();
     if (callback) process.nextTick(callback, ex);
     else process.nextTick(() => cluster.worker.emit('error', ex));
     return false;
@@ -284,7 +296,7 @@ function onRelay(f) {
     }
     return;
   }
-  const message = serialize.decode(f.data.subarray(8), f.flags);
+  const message = serialize().decode(f.data.subarray(8), f.flags);
   cluster.worker.emit('workerMessage', message, sender);
 }
 
@@ -478,7 +490,7 @@ function rr(reply, fd, { obj, pipe, indexesKey, index }, cb) {
         native.closeFd(fd);
         return;
       }
-      const inner = handles.open(fd, false, true);
+      const inner = handles().open(fd, false, true);
       if (inner === null) return;
       // Only the faux handle keeps the loop alive (ref/unref act on it).
       inner.unref();
@@ -512,7 +524,7 @@ function shared(reply, fd, { obj, kind, indexesKey, index }, cb) {
   const key = reply.key;
   const handle = kind === 'udp4' || kind === 'udp6' ?
     openUdp(obj, fd) :
-    handles.open(fd, kind === 'pipe', true);
+    handles().open(fd, kind === 'pipe', true);
   if (handle === null) {
     // Not usable here: leave the listener so the primary can close it.
     closeListen(key);
@@ -622,7 +634,7 @@ function policyName(value) {
     return POLICY_NAMES[value - 1];
   }
   if (POLICY_NAMES.includes(value)) return value;
-  throw errors.make(TypeError, 'ERR_INVALID_ARG_VALUE',
+  throw errors().make(TypeError, 'ERR_INVALID_ARG_VALUE',
     `The property 'options.schedulingPolicy' must be one of: ${POLICY_NAMES.map((n) => `'${n}'`).join(', ')}, or 1 to 5. Received ${require('util').inspect(value)}`);
 }
 
@@ -680,7 +692,7 @@ function onConnections(conns) {
     // Channel gone: the primary re-dispatches what it did not hear about.
   }
   for (const [entry, fd] of take) {
-    const h = handles.open(fd, entry.pipe, false);
+    const h = handles().open(fd, entry.pipe, false);
     if (h === null) continue;
     if (typeof entry.handle.onconnection === 'function') {
       try {
