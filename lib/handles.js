@@ -112,6 +112,7 @@ function detachSent(socket) {
  * Returns `null` and closes the fd when libuv refuses it.
  */
 function open(fd, pipe, server) {
+  if (server && typeof net._createServerHandle === 'function') return openServer(fd);
   const C = constructorFor(pipe);
   const h = new C(server ? SERVER : SOCKET);
   const err = h.open(fd);
@@ -121,6 +122,23 @@ function open(fd, pipe, server) {
     native.closeFd(fd);
     return null;
   }
+  return h;
+}
+
+/**
+ * A listening socket's handle, made the way Node's cluster makes one from an
+ * fd (`net._createServerHandle`, which tells TCP from Pipe by the fd): no
+ * probe socket is needed, and the first one costs a worker's start less.
+ */
+function openServer(fd) {
+  const h = net._createServerHandle(undefined, undefined, undefined, fd);
+  if (typeof h === 'number') {
+    native.closeFd(fd);
+    return null;
+  }
+  const name = h.constructor && h.constructor.name;
+  if (name === 'TCP' && TCP === null) TCP = h.constructor;
+  else if (name === 'Pipe' && Pipe === null) Pipe = h.constructor;
   return h;
 }
 
