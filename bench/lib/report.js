@@ -55,6 +55,9 @@ function markdown({ env, figures, checks, elapsed, partial }) {
   out.push(`- machine: ${env.machine}`);
   out.push(`- node ${env.node}, rcluster ${env.rcluster}${env.commit ? ` (commit ${env.commit})` : ''}, load generator ${env.loader}`);
   out.push(`- idle check before the run: ${env.idle}`);
+  if (env.removed && env.removed.length > 0) {
+    out.push(`- the servers ran without ${env.removed.map((k) => `\`${k}\``).join(' and ')} (set here; they change every Node start alike)`);
+  }
   out.push(`- every figure is measured side by side in one run; variants alternate within each round and the first one rotates; ` +
     'a ratio is the median of the per-round ratios (both sides measured in the same round), with their min–max.');
   out.push('');
