@@ -187,7 +187,6 @@ function environment(loaderName, argv) {
     machine: `${os.platform()}-${os.arch()}, ${cpus.length} × ${cpus[0] ? cpus[0].model.trim() : '?'}, ` +
       `${Math.round(os.totalmem() / 2 ** 30)} GiB, load avg ${os.loadavg().map((l) => l.toFixed(2)).join(' ')} at start`,
     loader: loaderName === 'wrk' && wrk ? `wrk ${wrk}` : loaderName,
-    removed: cleanEnvironment(),
     idle: 'not checked',
   };
 }
@@ -200,6 +199,7 @@ async function main() {
   const started = Date.now();
   const loader = pick(loaderName);
   const env = environment(loader.name, argv.join(' '));
+  env.removed = cleanEnvironment();
   const state = { env, figures: [], checks: [], partial: true, out };
 
   const guard = setTimeout(() => {

@@ -6,8 +6,10 @@
 //
 // Node's net module turns an fd into a handle with `new TCP(type)` or
 // `new Pipe(type)` followed by `handle.open(fd)` (lib/net.js createHandle).
-// Those constructors are not exported, so we take them from a socket that
-// created one: a socket that starts to connect owns a fresh handle at once.
+// Those constructors are not exported: a listening socket's handle is made
+// by `net._createServerHandle` (as Node's cluster makes one from an fd), and
+// for a connected socket the constructor is taken from one of those, or else
+// from a socket that starts to connect (it owns a fresh handle at once).
 
 const net = require('net');
 // dgram loads on first use: most workers never pass a UDP socket, and every

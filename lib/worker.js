@@ -250,11 +250,12 @@ function relay(target, message, callback) {
     throw errors().invalidArgType('callback', ['function'], callback);
   }
   serialize().validate(message);
-  if (!callback && !config.advanced && chan !== null && relays().accepts(target)) {
-    relays().join(JSON.stringify(message), undefined, target);
+  const batcher = relays();
+  if (!callback && !config.advanced && chan !== null && batcher.accepts(target)) {
+    batcher.join(JSON.stringify(message), undefined, target);
     return true;
   }
-  relays().direct();
+  batcher.direct();
   const [data, flags] = serialize().encode(message, !!config.advanced);
   // Sequence 0: no callback, the reactor answers only on failure.
   let seq = 0;
