@@ -207,3 +207,21 @@ fn partial_message_fd_is_closed_on_eof_and_on_drop() {
     }
     assert_eq!(fds_open(), start);
 }
+
+/// The count the leak checks rely on: a pipe and a /dev/null of ours count;
+/// a file the runtime could be reading on another thread (here one under
+/// /proc, held on purpose) does not.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_fd_count_sees_ours_and_not_the_runtimes() {
+    let _g = fd_lock();
+    let start = fds_open();
+    let (pr, pw) = pipe();
+    assert_eq!(fds_open(), start + 2, "a pipe is two fds");
+    let null = std::fs::File::open("/dev/null").unwrap();
+    assert_eq!(fds_open(), start + 3, "/dev/null is counted");
+    let status = std::fs::File::open("/proc/self/status").unwrap();
+    assert_eq!(fds_open(), start + 3, "a /proc file is the runtime's kind");
+    drop((pr, pw, null, status));
+    assert_eq!(fds_open(), start);
+}
