@@ -621,8 +621,10 @@ pub use crate::process::ExitStatus;
 /// their own, for a moment and on any thread: glibc's malloc reads
 /// `/proc/sys/vm/overcommit_memory` when a thread's heap shrinks, std reads
 /// `/proc/self/maps` and the cgroup files, libtest reads terminfo, and
-/// `count_open_fds` itself reads `/proc/self/fd`. This library opens nothing
-/// there, so an fd on one of these paths is never one of its leaks.
+/// `count_open_fds` itself reads `/proc/self/fd`. This library opens a file
+/// there only through `std::fs::read_to_string` (a worker's
+/// `/proc/<pid>/statm`), which closes it before returning, so an fd on one
+/// of these paths is never one of its leaks.
 #[cfg(target_os = "linux")]
 const RUNTIME_PATHS: [&str; 5] = ["/proc/", "/sys/", "/etc/", "/lib", "/usr/"];
 
