@@ -10,6 +10,8 @@
 //   node bench/run.js --quick       # everything, shorter runs, ~2-3 minutes
 //   node bench/run.js --only 1,3    # some figures
 //   node bench/run.js --rounds 5 --duration 10 --no-idle-wait --out /tmp/r
+//   node bench/run.js --pin --only 2,3   # servers on CPU 0..n-2, the load on the last
+//   node bench/run.js --pin=0:1          # or name them: SERVERS:LOAD (taskset lists)
 //
 // Exit code: 0 when every figure ran (misses included), 1 when a variant or a
 // figure failed, 2 when the time budget ran out.
@@ -21,6 +23,7 @@ const { spawnSync } = require('node:child_process');
 const { pick } = require('./lib/loaders');
 const { killAll, killAllSync } = require('./lib/procs');
 const { waitForIdle, readStat, stealShare } = require('./lib/cpu');
+const pin = require('./lib/pin');
 const report = require('./lib/report');
 
 const FIGURES_DIR = path.join(__dirname, 'figures');
@@ -64,7 +67,7 @@ function usage() {
   return fs
     .readFileSync(__filename, 'utf8')
     .split('\n')
-    .slice(2, 16)
+    .slice(2, 18)
     .map((l) => l.replace(/^\/\/ ?/, ''))
     .join('\n');
 }
@@ -75,6 +78,7 @@ function parseArgs(argv) {
   let out = path.join(__dirname, 'results');
   let loader;
   let quick = false;
+  let pinSpec = null;
   const numeric = {};
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
@@ -84,6 +88,10 @@ function parseArgs(argv) {
     }
     if (arg === '--quick') {
       quick = true;
+      continue;
+    }
+    if (arg === '--pin' || arg.startsWith('--pin=')) {
+      pinSpec = arg === '--pin' ? true : arg.slice('--pin='.length);
       continue;
     }
     if (arg === '--no-idle-wait') {
@@ -110,7 +118,7 @@ function parseArgs(argv) {
   if (p.rounds < 1 || p.duration <= 0 || p.workers < 1 || p.connections < 1) {
     throw new Error('--rounds, --duration, --workers and --connections must be positive');
   }
-  return { p, only, out, loader, quick };
+  return { p, only, out, loader, quick, pinSpec };
 }
 
 // One run of figure `f`: { fig (details, seconds, steal), checks, failed }.
@@ -195,11 +203,20 @@ const log = (...a) => console.log(...a);
 
 async function main() {
   const argv = process.argv.slice(2);
-  const { p, only, out, loader: loaderName, quick } = parseArgs(argv);
+  let args;
+  try {
+    args = parseArgs(argv);
+    pin.configure(args.pinSpec);
+  } catch (err) {
+    console.error(`bench: ${err.message} (see --help)`);
+    return 1;
+  }
+  const { p, only, out, loader: loaderName, quick } = args;
   const started = Date.now();
   const loader = pick(loaderName);
   const env = environment(loader.name, argv.join(' '));
   env.removed = cleanEnvironment();
+  env.pin = pin.describe();
   const state = { env, figures: [], checks: [], partial: true, out };
 
   const guard = setTimeout(() => {
@@ -212,6 +229,7 @@ async function main() {
 
   log(`# rcluster benchmark suite${quick ? ' (quick)' : ''}`);
   log(`${env.machine}; node ${env.node}; load: ${env.loader}`);
+  if (env.pin) log(env.pin);
   if (p.idleWait > 0) {
     log(`waiting for an idle machine (at most ${p.idleWait}s)...`);
     const idle = await waitForIdle({ maxSeconds: p.idleWait, log: (m) => log(`  ${m}`) });

@@ -8,7 +8,11 @@
 
 const path = require('node:path');
 const { spawnSync } = require('node:child_process');
-const { run } = require('./procs');
+const { run: runCmd } = require('./procs');
+const pin = require('./pin');
+
+// A load generator runs on the load CPUs when the bench is pinned (--pin).
+const run = (cmd, args, opts) => runCmd(...pin.wrap('load', cmd, args), opts);
 
 const SLACK_MS = 20000; // time a load run may take beyond its duration
 

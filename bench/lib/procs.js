@@ -5,6 +5,7 @@
 // the bench fails or is interrupted.
 
 const { spawn } = require('node:child_process');
+const pin = require('./pin');
 
 const pids = new Set();
 
@@ -94,7 +95,9 @@ function startServer(serverScript, kind, workers, { startTimeoutMs = 20000, poli
     if (policy || port) args.push(policy || 'rr', String(port || 0));
     // stdin is a pipe that we never close: the server stops when it sees EOF,
     // that is, when this process is gone.
-    const child = spawn(process.execPath, args, {
+    // Pinned (--pin): the server and its workers (they inherit it) run on
+    // the servers' CPUs.
+    const child = spawn(...pin.wrap('servers', process.execPath, args), {
       stdio: ['pipe', 'pipe', 'pipe'],
       env: env ? { ...process.env, ...env } : process.env,
     });

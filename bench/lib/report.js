@@ -55,6 +55,7 @@ function markdown({ env, figures, checks, elapsed, partial }) {
   out.push(`- machine: ${env.machine}`);
   out.push(`- node ${env.node}, rcluster ${env.rcluster}${env.commit ? ` (commit ${env.commit})` : ''}, load generator ${env.loader}`);
   out.push(`- idle check before the run: ${env.idle}`);
+  if (env.pin) out.push(`- ${env.pin}`);
   if (env.removed && env.removed.length > 0) {
     out.push(`- the servers ran without ${env.removed.map((k) => `\`${k}\``).join(' and ')} (set here; they change every Node start alike)`);
   }
