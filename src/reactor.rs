@@ -34,6 +34,11 @@ use crate::sys;
 /// Default number of connections a worker may hold unacknowledged.
 pub const DEFAULT_WINDOW: usize = 16;
 
+/// Default [`Config::patience`]: how long weighted `rr` and `hash` wait for
+/// the worker they chose when its window is full, before they send the
+/// connection to another worker.
+pub const DEFAULT_PATIENCE: Duration = Duration::from_millis(20);
+
 /// Something JavaScript must hear about.
 #[derive(Debug)]
 pub enum Event {
@@ -192,6 +197,14 @@ pub struct Counters {
 pub struct Config {
     /// Unacknowledged connections a worker may hold.
     pub window: usize,
+    /// Weighted `rr` and `hash` choose a worker for a reason (its weight,
+    /// the client's address): when that worker's window is full, the
+    /// connection waits for its acks (they come within a loop turn of the
+    /// worker), but only while the window has been full for less than
+    /// this. A worker full for longer is busy or stuck, and the connection
+    /// goes to the next choice with room (so no connection waits behind a
+    /// stuck worker for more than this).
+    pub patience: Duration,
     /// `rr` over TCP may let the kernel hand connections to the workers
     /// under a high connection rate (Linux; see `reactor/offload.rs`).
     /// Default: on, unless `RCLUSTER_RR_OFFLOAD=0` is set.
@@ -211,6 +224,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             window: DEFAULT_WINDOW,
+            patience: DEFAULT_PATIENCE,
             offload: std::env::var_os("RCLUSTER_RR_OFFLOAD").is_none_or(|v| v != "0"),
             offload_burst: std::env::var("RCLUSTER_RR_OFFLOAD_BURST")
                 .ok()
@@ -352,6 +366,8 @@ struct WorkerState {
     open: u32,
     /// Weight for weighted round robin (default 1).
     weight: u32,
+    /// When its window last filled up (`None` while it has room).
+    full_since: Option<Instant>,
     /// Messages received from the worker.
     messages: u64,
 }
@@ -401,6 +417,9 @@ struct Listener {
     accepted: u64,
     /// `rr` over TCP on Linux: the kernel offload (see `reactor/offload.rs`).
     offload: Option<offload::Offload>,
+    /// Weighted `rr` or `hash` waits for a worker's full window (see
+    /// [`Config::patience`]): dispatch again at this time at the latest.
+    wait_until: Option<Instant>,
 }
 
 #[derive(Serialize)]
@@ -506,6 +525,7 @@ impl Loop {
                 .accept_backoff
                 .into_iter()
                 .chain(self.hold_deadline())
+                .chain(self.wait_deadline())
                 .chain(self.offload_deadline())
                 .min()
             {
@@ -558,6 +578,7 @@ impl Loop {
                 self.poll_exits();
             }
             self.expire_holds();
+            self.expire_waits();
             self.resume_paused();
             for r in &ready {
                 let id = (r.token & !T_MASK) as u32;
@@ -668,6 +689,7 @@ impl Loop {
                 slot,
                 open: 0,
                 weight: 1,
+                full_since: None,
                 messages: 0,
             },
         );

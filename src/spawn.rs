@@ -36,7 +36,7 @@ pub enum Stdio {
 pub struct SpawnOptions {
     /// Path of the executable (`process.execPath`).
     pub file: String,
-    /// Full argv, argv[0] included.
+    /// Full argv, `argv[0]` included.
     pub argv: Vec<String>,
     /// Full environment as `KEY=VALUE` strings.
     pub env: Vec<String>,

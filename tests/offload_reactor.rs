@@ -244,6 +244,7 @@ fn steady_load_at_cost_limit(share: f64, ms: u64) -> (bool, u64) {
         offload: true,
         offload_burst: 1_000_000, // no burst: only the cost rule can spread
         offload_cpu: share,
+        ..Config::default()
     });
     let mut a = FakeWorker::start(&r, 1, 1);
     let mut b = FakeWorker::start(&r, 2, 2);

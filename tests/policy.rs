@@ -246,8 +246,109 @@ fn the_window_keeps_connections_away_from_a_stuck_worker() {
     }
 }
 
+/// Serves workers `ws` (acking every connection as it arrives) until `total`
+/// connections were handed out or 10 s passed; returns how many each got.
+fn serve_acking(ws: &mut [&mut FakeWorker], total: usize) -> Vec<usize> {
+    let mut got = vec![0; ws.len()];
+    let end = Instant::now() + Duration::from_secs(10);
+    while got.iter().sum::<usize>() < total && Instant::now() < end {
+        for (i, w) in ws.iter_mut().enumerate() {
+            let conns = w.conns_for(5);
+            w.ack(&conns.iter().map(|c| c.id).collect::<Vec<_>>(), None);
+            got[i] += conns.len();
+        }
+    }
+    got
+}
+
+/// A reactor with a window of 2 and `patience`.
+fn small_window(
+    patience: Duration,
+) -> (
+    rcluster::reactor::Reactor,
+    crossbeam_channel::Receiver<Event>,
+) {
+    support::reactor_with(rcluster::reactor::Config {
+        window: 2,
+        patience,
+        offload: false,
+        ..rcluster::reactor::Config::default()
+    })
+}
+
+/// Weighted `rr` keeps its weights through a burst larger than the window:
+/// the worker whose turn it is, full but acking, is waited for instead of
+/// being passed over (weights 3:1 give 3 of every 4 connections to A).
+#[test]
+fn weighted_rr_keeps_its_weights_through_a_burst_larger_than_the_window() {
+    let (r, _rx) = small_window(Duration::from_secs(2));
+    let mut a = FakeWorker::start(&r, 1, 1);
+    let mut b = FakeWorker::start(&r, 2, 2);
+    let l = a.listen("weighted-burst", 0, "rr", "");
+    b.listen("weighted-burst", l.port, "rr", "");
+    r.set_weight(1, 3);
+    std::thread::sleep(Duration::from_millis(100)); // the command is in
+    let total = 16;
+    let _clients: Vec<TcpStream> = (0..total)
+        .map(|_| TcpStream::connect(("127.0.0.1", l.port)).unwrap())
+        .collect();
+    let got = serve_acking(&mut [&mut a, &mut b], total);
+    assert_eq!(got, vec![12, 4], "3:1 over 16 connections, window 2");
+}
+
+/// ...but not behind a worker that stopped acknowledging: once its window
+/// has been full for the patience, its turns go to the others.
+#[test]
+fn weighted_rr_passes_a_stuck_worker_after_the_patience() {
+    let (r, _rx) = small_window(Duration::from_millis(50));
+    let mut stuck = FakeWorker::start(&r, 1, 1);
+    let mut ok = FakeWorker::start(&r, 2, 2);
+    let l = stuck.listen("weighted-stuck", 0, "rr", "");
+    ok.listen("weighted-stuck", l.port, "rr", "");
+    r.set_weight(1, 3);
+    std::thread::sleep(Duration::from_millis(100));
+    let total = 10;
+    let _clients: Vec<TcpStream> = (0..total)
+        .map(|_| TcpStream::connect(("127.0.0.1", l.port)).unwrap())
+        .collect();
+    let served = serve_acking(&mut [&mut ok], total - 2);
+    let to_stuck = stuck.conns_for(100).len();
+    assert_eq!(to_stuck, 2, "the stuck worker holds its window");
+    assert_eq!(served, vec![total - 2], "the rest went to the other worker");
+}
+
+/// `hash` stays sticky through a burst from one client larger than the
+/// window, while its worker acknowledges within the patience.
+#[test]
+fn hash_stays_sticky_through_a_burst_larger_than_the_window() {
+    let (r, _rx) = small_window(Duration::from_secs(2));
+    let mut a = FakeWorker::start(&r, 1, 1);
+    let mut b = FakeWorker::start(&r, 2, 2);
+    let l = a.listen("hash-burst", 0, "hash", "");
+    b.listen("hash-burst", l.port, "hash", "");
+    let key = policy::hash_ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let all = |p: usize| {
+        Some(policy::Slot {
+            slot: p as u32 + 1,
+            open: 0,
+        })
+    };
+    let home = policy::pick_hash(2, key, 0, |p| p as u32 + 1, all).unwrap();
+    let total = 12;
+    let _clients: Vec<TcpStream> = (0..total)
+        .map(|_| TcpStream::connect(("127.0.0.1", l.port)).unwrap())
+        .collect();
+    let got = serve_acking(&mut [&mut a, &mut b], total);
+    let mut want = vec![0, 0];
+    want[home] = total;
+    assert_eq!(
+        got, want,
+        "every connection of the one client on its worker"
+    );
+}
+
 /// `hash` stays sticky while the worker has room, and overflows to the next
-/// choice when its window is full.
+/// choice when its window stays full past the patience.
 #[test]
 fn hash_overflows_past_a_full_window() {
     let (r, _rx) = reactor(2);

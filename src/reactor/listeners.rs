@@ -159,6 +159,7 @@ impl Loop {
                 backlog: listener::backlog_of(r),
                 accepted: 0,
                 offload,
+                wait_until: None,
             },
         );
         Ok(lid)
@@ -338,6 +339,26 @@ impl Loop {
         }
     }
 
+    /// When the next listener waiting for a full window gives up waiting.
+    pub(super) fn wait_deadline(&self) -> Option<Instant> {
+        self.listeners.values().filter_map(|l| l.wait_until).min()
+    }
+
+    /// Dispatches again where a wait for a full window is over: the
+    /// connection goes to the next choice with room.
+    pub(super) fn expire_waits(&mut self) {
+        let now = Instant::now();
+        let due: Vec<u32> = self
+            .listeners
+            .iter()
+            .filter(|(_, l)| l.wait_until.is_some_and(|t| t <= now))
+            .map(|(lid, _)| *lid)
+            .collect();
+        for lid in due {
+            self.dispatch(lid);
+        }
+    }
+
     pub(super) fn close_listener(&mut self, lid: u32) {
         if let Some(l) = self.listeners.remove(&lid) {
             if let Some(fd) = &l.fd {
@@ -381,16 +402,22 @@ impl Loop {
     /// accept here; `reuseport` only hands out what was drained from a slot
     /// socket that closed (round robin); `none` never dispatches.
     ///
-    /// Every policy only picks a worker with room in its window, so a
-    /// connection never waits behind a stuck worker while another is free;
-    /// and nothing is accepted while no worker has room (the listener is
-    /// disarmed until an ack opens a window).
+    /// Every policy only hands a connection to a worker with room in its
+    /// window, and nothing is accepted while no worker has room (the
+    /// listener is disarmed until an ack opens a window). Weighted `rr` and
+    /// `hash` wait for the worker they chose when its window is full, until
+    /// it has been full for [`Config::patience`](super::Config::patience)
+    /// (an ack or that deadline dispatches again); after that they take the
+    /// next choice with room, so no connection waits long behind a stuck
+    /// worker while another is free.
     pub(super) fn dispatch(&mut self, lid: u32) {
         let window = self.config.window;
+        let patience = self.config.patience;
         loop {
             let Some(l) = self.listeners.get_mut(&lid) else {
                 return;
             };
+            l.wait_until = None;
             let accepts = l.policy.primary_accepts();
             if l.policy == Policy::Shared || (!accepts && l.pending.is_empty()) {
                 return;
@@ -455,36 +482,96 @@ impl Loop {
                     }
                 }
             };
+            // Any connected worker, room or not: what weighted rr and hash
+            // would choose without the window.
+            let connected = |pos: usize| -> Option<policy::Slot> {
+                let w = workers.get(&l.workers[pos])?;
+                w.connected.then_some(policy::Slot {
+                    slot: w.slot,
+                    open: 0,
+                })
+            };
+            // A full worker is waited for while its window filled up less
+            // than `patience` ago: until when.
+            let wait_for = |pos: usize| -> Option<Instant> {
+                let until = workers.get(&l.workers[pos])?.full_since? + patience;
+                (Instant::now() < until).then_some(until)
+            };
+            let weighted = l.policy == Policy::RoundRobin
+                && l.workers
+                    .iter()
+                    .any(|w| workers.get(w).is_some_and(|w| w.weight != 1));
+            let smooth = |room: bool| -> Vec<(usize, u32, i64)> {
+                (0..n)
+                    .filter(|&pos| {
+                        if room {
+                            info(pos).is_some()
+                        } else {
+                            connected(pos).is_some()
+                        }
+                    })
+                    .map(|pos| {
+                        let wid = l.workers[pos];
+                        let weight = workers.get(&wid).map_or(1, |w| w.weight);
+                        (pos, weight, l.current.get(&wid).copied().unwrap_or(0))
+                    })
+                    .collect()
+            };
+            let mut wait = None;
+            let mut weights = None;
             let pos = match l.policy {
                 Policy::Least => policy::pick_least(n, l.next, info),
                 // Sticky by peer address; a unix peer has none: round robin.
                 Policy::Hash => listener::peer_ip(&conn.fd).and_then(|ip| {
+                    let key = policy::hash_ip(ip);
                     let slot_at = |pos: usize| workers.get(&l.workers[pos]).map_or(0, |w| w.slot);
-                    policy::pick_hash(n, policy::hash_ip(ip), conn.tries, slot_at, info)
+                    match policy::pick_hash(n, key, conn.tries, slot_at, connected) {
+                        Some(home) if info(home).is_some() => Some(home),
+                        home => match home.and_then(wait_for) {
+                            Some(until) => {
+                                wait = Some(until);
+                                None
+                            }
+                            None => policy::pick_hash(n, key, conn.tries, slot_at, info),
+                        },
+                    }
                 }),
                 // Weighted round robin once any worker's weight is not 1.
-                Policy::RoundRobin
-                    if l.workers
-                        .iter()
-                        .any(|w| workers.get(w).is_some_and(|w| w.weight != 1)) =>
-                {
-                    let mut cands: Vec<(usize, u32, i64)> = (0..n)
-                        .filter(|&pos| info(pos).is_some())
-                        .map(|pos| {
-                            let wid = l.workers[pos];
-                            let weight = workers.get(&wid).map_or(1, |w| w.weight);
-                            (pos, weight, l.current.get(&wid).copied().unwrap_or(0))
-                        })
-                        .collect();
-                    let won = policy::pick_smooth(&mut cands);
-                    for (pos, _, cur) in cands {
-                        l.current.insert(l.workers[pos], cur);
+                Policy::RoundRobin if weighted => {
+                    let mut all = smooth(false);
+                    match policy::pick_smooth(&mut all) {
+                        Some(won) if info(won).is_some() => {
+                            weights = Some(all);
+                            Some(won)
+                        }
+                        won => match won.and_then(wait_for) {
+                            Some(until) => {
+                                wait = Some(until);
+                                None
+                            }
+                            None => {
+                                let mut cands = smooth(true);
+                                let won = policy::pick_smooth(&mut cands);
+                                weights = Some(cands);
+                                won
+                            }
+                        },
                     }
-                    won
                 }
                 _ => None,
+            };
+            if let Some(until) = wait {
+                // Back to the head of the queue; nothing more is accepted
+                // until an ack of that worker or `until`.
+                l.pending.push_front(conn);
+                l.wait_until = Some(until);
+                self.set_armed(lid, false);
+                return;
             }
-            .unwrap_or(first);
+            for (pos, _, cur) in weights.unwrap_or_default() {
+                l.current.insert(l.workers[pos], cur);
+            }
+            let pos = pos.unwrap_or(first);
             let wid = l.workers[pos];
             l.next = (pos + 1) % n;
             let cid = self.next_conn;
@@ -500,6 +587,9 @@ impl Loop {
                             tries: conn.tries,
                         },
                     );
+                    if w.inflight.len() >= window && w.full_since.is_none() {
+                        w.full_since = Some(Instant::now());
+                    }
                     if conn.tries == 0 {
                         self.sup_connection(wid);
                     }
@@ -517,6 +607,7 @@ impl Loop {
     /// A batch of acks from worker `id`, and maybe its load report (`least`).
     pub(super) fn acks(&mut self, id: u32, acks: &[(u64, bool)], load: Option<u32>) {
         let mut touched: Vec<u32> = Vec::new();
+        let window = self.config.window;
         {
             let Some(w) = self.workers.get_mut(&id) else {
                 return;
@@ -547,6 +638,9 @@ impl Loop {
                     // listener is gone: it closes here.
                     _ => self.counters.closed += 1,
                 }
+            }
+            if w.inflight.len() < window {
+                w.full_since = None;
             }
             for lid in &w.listening {
                 if !touched.contains(lid) {
