@@ -246,6 +246,25 @@ fn the_window_keeps_connections_away_from_a_stuck_worker() {
     }
 }
 
+/// Which of two workers (slots 1 and 2) `hash` picks for 127.0.0.1.
+fn localhost_home() -> usize {
+    let key = policy::hash_ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let all = |p: usize| {
+        Some(policy::Slot {
+            slot: p as u32 + 1,
+            open: 0,
+        })
+    };
+    policy::pick_hash(2, key, 0, |p| p as u32 + 1, all).unwrap()
+}
+
+/// `n` client connections to 127.0.0.1:`port`, opened at once.
+fn connect_n(port: u16, n: usize) -> Vec<TcpStream> {
+    (0..n)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect()
+}
+
 /// Serves workers `ws` (acking every connection as it arrives) until `total`
 /// connections were handed out or 10 s passed; returns how many each got.
 fn serve_acking(ws: &mut [&mut FakeWorker], total: usize) -> Vec<usize> {
@@ -289,9 +308,7 @@ fn weighted_rr_keeps_its_weights_through_a_burst_larger_than_the_window() {
     r.set_weight(1, 3);
     std::thread::sleep(Duration::from_millis(100)); // the command is in
     let total = 16;
-    let _clients: Vec<TcpStream> = (0..total)
-        .map(|_| TcpStream::connect(("127.0.0.1", l.port)).unwrap())
-        .collect();
+    let _clients = connect_n(l.port, total);
     let got = serve_acking(&mut [&mut a, &mut b], total);
     assert_eq!(got, vec![12, 4], "3:1 over 16 connections, window 2");
 }
@@ -308,9 +325,7 @@ fn weighted_rr_passes_a_stuck_worker_after_the_patience() {
     r.set_weight(1, 3);
     std::thread::sleep(Duration::from_millis(100));
     let total = 10;
-    let _clients: Vec<TcpStream> = (0..total)
-        .map(|_| TcpStream::connect(("127.0.0.1", l.port)).unwrap())
-        .collect();
+    let _clients = connect_n(l.port, total);
     let served = serve_acking(&mut [&mut ok], total - 2);
     let to_stuck = stuck.conns_for(100).len();
     assert_eq!(to_stuck, 2, "the stuck worker holds its window");
@@ -326,18 +341,9 @@ fn hash_stays_sticky_through_a_burst_larger_than_the_window() {
     let mut b = FakeWorker::start(&r, 2, 2);
     let l = a.listen("hash-burst", 0, "hash", "");
     b.listen("hash-burst", l.port, "hash", "");
-    let key = policy::hash_ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
-    let all = |p: usize| {
-        Some(policy::Slot {
-            slot: p as u32 + 1,
-            open: 0,
-        })
-    };
-    let home = policy::pick_hash(2, key, 0, |p| p as u32 + 1, all).unwrap();
+    let home = localhost_home();
     let total = 12;
-    let _clients: Vec<TcpStream> = (0..total)
-        .map(|_| TcpStream::connect(("127.0.0.1", l.port)).unwrap())
-        .collect();
+    let _clients = connect_n(l.port, total);
     let got = serve_acking(&mut [&mut a, &mut b], total);
     let mut want = vec![0, 0];
     want[home] = total;
@@ -356,22 +362,13 @@ fn hash_overflows_past_a_full_window() {
     let mut b = FakeWorker::start(&r, 2, 2);
     let l = a.listen("hash-full", 0, "hash", "");
     b.listen("hash-full", l.port, "hash", "");
-    let key = policy::hash_ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
-    let all = |p: usize| {
-        Some(policy::Slot {
-            slot: p as u32 + 1,
-            open: 0,
-        })
-    };
-    let home = policy::pick_hash(2, key, 0, |p| p as u32 + 1, all).unwrap();
+    let home = localhost_home();
     let (home, other) = if home == 0 {
         (&mut a, &mut b)
     } else {
         (&mut b, &mut a)
     };
-    let _clients: Vec<TcpStream> = (0..3)
-        .map(|_| TcpStream::connect(("127.0.0.1", l.port)).unwrap())
-        .collect();
+    let _clients = connect_n(l.port, 3);
     let at_home = home.conns_for(300);
     assert_eq!(at_home.len(), 2, "sticky up to the window");
     assert_eq!(
