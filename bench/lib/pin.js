@@ -73,6 +73,7 @@ function configure(spec) {
     current = null;
     return null;
   }
+  if (process.platform !== 'linux') throw new Error(`--pin needs Linux (taskset); this is ${process.platform}`);
   const s = split(spec);
   if (!hasTaskset()) throw new Error('--pin needs taskset (Debian: apt-get install util-linux)');
   current = s;
