@@ -7,10 +7,7 @@ const assert = require('node:assert');
 const { spawnSync } = require('node:child_process');
 const pin = require('../bench/lib/pin');
 
-const hasTaskset = (() => {
-  const r = spawnSync('taskset', ['-c', '0', 'true'], { stdio: 'ignore', timeout: 5000 });
-  return !r.error && r.status === 0;
-})();
+const hasTaskset = pin.hasTaskset();
 
 test('pin: CPU lists and the split between servers and load', () => {
   assert.deepStrictEqual(pin.parseList('0-2,5,1'), [0, 1, 2, 5]);

@@ -2,7 +2,6 @@
 
 const test = require('node:test');
 const assert = require('node:assert');
-const net = require('net');
 const { run, get } = require('./helpers');
 
 test('weighted round robin: weights 5,1,1 give exactly a,a,b,a,c,a,a; weights change at run time', { timeout: 30000 }, async () => {
@@ -22,19 +21,6 @@ test('weighted round robin: weights 5,1,1 give exactly a,a,b,a,c,a,a; weights ch
   }
 });
 
-// One HTTP request on a fresh connection; resolves with the answering worker's id.
-function askOnce(port) {
-  return new Promise((resolve, reject) => {
-    const s = net.connect(port, '127.0.0.1');
-    let data = '';
-    s.setTimeout(10000, () => s.destroy(new Error('no answer within 10 s')));
-    s.on('connect', () => s.write('GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'));
-    s.on('data', (d) => { data += d; });
-    s.on('error', reject);
-    s.on('close', () => resolve(data.split('\r\n\r\n')[1]));
-  });
-}
-
 test('weighted round robin: the weights hold through a burst of connections larger than the window', { timeout: 30000 }, async () => {
   // Weights 7:1 over 40 connections opened at once (the window is 16): 35/5
   // when the heavy worker's acknowledgements come within the patience
@@ -44,7 +30,7 @@ test('weighted round robin: the weights hold through a burst of connections larg
   const p = run('weighted.js', [], { env: { WEIGHTS: '7,1' } });
   try {
     const { port } = await p.next((m) => m.event === 'serving');
-    const ids = await Promise.all(Array.from({ length: 40 }, () => askOnce(port)));
+    const ids = (await Promise.all(Array.from({ length: 40 }, () => get(port)))).map((r) => r.body);
     const heavy = ids.filter((id) => id === '1').length;
     assert.strictEqual(ids.filter((id) => id === '2').length, 40 - heavy, `answers: ${ids.join(',')}`);
     assert.ok(heavy >= 31, `the weight-7 worker answered ${heavy} of 40 (35 expected)`);

@@ -303,8 +303,6 @@ impl Reactor {
         self.command(Command::Supervise(cmd));
     }
 
-    /// The dispatcher's connection accounting, read on the reactor thread
-    /// (`None` when the reactor has stopped or does not answer within 2 s).
     /// A snapshot of workers and listeners (`cluster.stats()`).
     pub fn stats(&self) -> Option<Stats> {
         let (tx, rx) = crossbeam_channel::bounded(1);
@@ -312,6 +310,10 @@ impl Reactor {
         rx.recv_timeout(Duration::from_secs(2)).ok()
     }
 
+    /// The dispatcher's connection accounting, read on the reactor thread
+    /// (`None` when the reactor has stopped or does not answer within 2 s).
+    /// Commands run in order, so an answer also means that every command
+    /// sent before it was applied.
     pub fn counters(&self) -> Option<Counters> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.command(Command::Counters(tx));

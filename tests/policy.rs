@@ -1,9 +1,10 @@
 //! Dispatch policies end to end in the reactor, with test threads playing the
 //! workers: `least` prefers the idle worker, `hash` is sticky by peer address
 //! and only moves a removed worker's clients, the window keeps connections
-//! away from a stuck worker under every primary-accepting policy, and
-//! `reuseport` keeps the connections queued on a slot's socket across a
-//! worker restart.
+//! away from a stuck worker under every primary-accepting policy while
+//! weighted `rr` and `hash` wait for their worker's acks through a burst
+//! larger than the window, and `reuseport` keeps the connections queued on
+//! a slot's socket across a worker restart.
 
 use std::io::{Read as _, Write as _};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
@@ -306,7 +307,7 @@ fn weighted_rr_keeps_its_weights_through_a_burst_larger_than_the_window() {
     let l = a.listen("weighted-burst", 0, "rr", "");
     b.listen("weighted-burst", l.port, "rr", "");
     r.set_weight(1, 3);
-    std::thread::sleep(Duration::from_millis(100)); // the command is in
+    r.counters().expect("the reactor answers"); // commands run in order: the weight is in
     let total = 16;
     let _clients = connect_n(l.port, total);
     let got = serve_acking(&mut [&mut a, &mut b], total);
@@ -323,7 +324,7 @@ fn weighted_rr_passes_a_stuck_worker_after_the_patience() {
     let l = stuck.listen("weighted-stuck", 0, "rr", "");
     ok.listen("weighted-stuck", l.port, "rr", "");
     r.set_weight(1, 3);
-    std::thread::sleep(Duration::from_millis(100));
+    r.counters().expect("the reactor answers");
     let total = 10;
     let _clients = connect_n(l.port, total);
     let served = serve_acking(&mut [&mut ok], total - 2);

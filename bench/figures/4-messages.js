@@ -7,8 +7,8 @@
 // it is available.
 
 const path = require('node:path');
-const { spawnSync } = require('node:child_process');
 const { run: runCmd } = require('../lib/procs');
+const { hasTaskset } = require('../lib/pin');
 const S = require('../lib/suite');
 
 const title = 'Worker messages';
@@ -20,11 +20,6 @@ const TESTS = [
   { test: 'w2p-4k', label: 'worker → primary, 4 KiB' },
   { test: 'pingpong', label: 'round trip (ping-pong)' },
 ];
-
-function canPin() {
-  const r = spawnSync('taskset', ['-c', '0', 'true'], { stdio: 'ignore', timeout: 5000 });
-  return !r.error && r.status === 0;
-}
 
 async function once(kind, test, p, pin) {
   const args = [SCRIPT, kind, test, String(p.msgSeconds), String(p.msgWarmup)];
@@ -39,7 +34,7 @@ async function once(kind, test, p, pin) {
 
 async function run(ctx) {
   const { p, log } = ctx;
-  const pin = canPin();
+  const pin = hasTaskset();
   const variants = [
     { name: 'cluster', kind: 'cluster' },
     { name: 'rcluster', kind: 'rcluster' },

@@ -62,6 +62,7 @@ function split(spec, allowed = allowedCpus()) {
   return { servers: servers.join(','), load: load.join(',') };
 }
 
+/** Whether `taskset` runs here (util-linux; Linux only). */
 function hasTaskset() {
   const r = spawnSync('taskset', ['-c', '0', 'true'], { stdio: 'ignore', timeout: 5000 });
   return !r.error && r.status === 0;
@@ -96,4 +97,4 @@ function describe() {
   return `servers pinned to CPU ${current.servers}, the load generator to CPU ${current.load} (\`--pin\`, taskset)`;
 }
 
-module.exports = { parseList, allowedCpus, split, configure, wrap, describe };
+module.exports = { parseList, allowedCpus, split, hasTaskset, configure, wrap, describe };
