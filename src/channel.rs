@@ -747,10 +747,10 @@ impl Inbox {
                 }
                 let len = u32::from_le_bytes(hdr[4..8].try_into().expect("4 bytes")) as usize;
                 if len > MAX_PAYLOAD {
-                    // `actual`: what followed the header so far.
-                    return Err(FrameError::BadLength {
+                    // What follows the header in the buffer may be later
+                    // frames: only the limit can be named.
+                    return Err(FrameError::OverMax {
                         declared: len as u32,
-                        actual: avail - HEADER_LEN,
                     }
                     .into());
                 }

@@ -135,6 +135,10 @@ pub enum FrameError {
     UnknownFlags(u8),
     /// `len` disagrees with the packet size.
     BadLength { declared: u32, actual: usize },
+    /// `len` is more than a frame may carry ([`MAX_PAYLOAD`]): on a stream,
+    /// where no packet size tells, a header is refused for this before its
+    /// payload is awaited.
+    OverMax { declared: u32 },
     /// More or fewer fds than the header or the kind allows.
     BadFds {
         kind: Kind,
@@ -160,6 +164,10 @@ impl fmt::Display for FrameError {
             FrameError::BadLength { declared, actual } => write!(
                 f,
                 "frame length lies: header says {declared} payload bytes, packet has {actual}"
+            ),
+            FrameError::OverMax { declared } => write!(
+                f,
+                "frame length lies: header says {declared} payload bytes, more than the {MAX_PAYLOAD} a frame can carry"
             ),
             FrameError::BadFds {
                 kind,

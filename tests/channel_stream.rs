@@ -193,7 +193,7 @@ fn lying_frames_are_refused_and_leak_nothing() {
         "huge length",
         &header(2, 0, 0, u32::MAX, 1),
         0,
-        "length lies",
+        "frame length lies: header says 4294967295 payload bytes, more than the 65536 a frame can carry",
     );
     refused(
         "huge length with an fd",
