@@ -6,7 +6,8 @@
 //! stops being allowed (here: a weight other than 1) what queued on the
 //! shared socket is taken back and handed out by the primary. Once a second
 //! a spreading listener asks its workers how many they took: it goes on
-//! while they keep up the rate, and is exact again when they do not.
+//! while they keep up the rate or one of them does not answer (a stuck
+//! worker), and is exact again when they all answer and do not.
 
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -217,6 +218,42 @@ fn a_spreading_listener_asks_its_workers_and_stays_while_they_take_enough() {
         answer_counts(&mut b, 20, &mut nb, 0);
     }
     assert!(!kernel(&r), "exact once the workers took nothing");
+    drop(warm);
+}
+
+#[test]
+fn a_worker_that_does_not_answer_keeps_the_listener_spreading() {
+    let (r, _rx) = offloaded();
+    let mut a = supervised(&r, 1);
+    let mut b = supervised(&r, 2);
+    let la = listen_rr(&mut a);
+    let _lb = listen_rr(&mut b);
+    let warm = into_spreading(&r, la.port, &mut a, &mut b);
+    // Worker 1's event loop is stuck: it reads nothing. Worker 2 answers that
+    // it took nothing, which would make the listener exact, and the exact
+    // mode would hand the stuck worker a window of connections: it goes on
+    // spreading through two questions and more.
+    let (mut na, mut nb) = (0, 0);
+    let mut asked = 0;
+    let end = Instant::now() + Duration::from_millis(2600);
+    while Instant::now() < end {
+        asked += answer_counts(&mut b, 50, &mut nb, 0);
+        assert!(
+            kernel(&r),
+            "still spreading after {asked} questions to worker 2"
+        );
+    }
+    assert!(asked >= 2, "worker 2 was asked twice: {asked}");
+    // Worker 1 is back and answers too (nothing taken): exact again.
+    let end = Instant::now() + Duration::from_secs(4);
+    while kernel(&r) && Instant::now() < end {
+        answer_counts(&mut a, 20, &mut na, 0);
+        answer_counts(&mut b, 20, &mut nb, 0);
+    }
+    assert!(
+        !kernel(&r),
+        "exact once every worker answered that it took nothing"
+    );
     drop(warm);
 }
 

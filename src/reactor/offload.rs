@@ -19,7 +19,9 @@
 //!   (one queue, many servers). Every [`PROBE_AFTER`] the listener asks its
 //!   workers how many connections they took (one control frame each) and
 //!   reads the answers [`COUNT_WAIT`] later: below half the rate of the rule
-//!   that started it it is exact again, and measures there.
+//!   that started it it is exact again, and measures there. Not while a
+//!   worker has not answered: its event loop is stuck or slow, and the exact
+//!   mode would hand it a window of connections.
 //! - **Never lost**: both sockets stay the primary's. A worker that stops
 //!   taking connections while it lives (disconnect, retire) is told to stop
 //!   listening on the shared socket; one that dies or closes its server
@@ -50,7 +52,9 @@ pub use rules::{SPREAD_BURST, SPREAD_CPU};
 /// many connections they took from the shared socket...
 pub(super) const PROBE_AFTER: Duration = Duration::from_secs(1);
 /// ...and reads their answers this long after asking (a worker whose event
-/// loop is slower than that is counted at its previous answer).
+/// loop is slower than that has not answered: the listener goes on
+/// spreading, since the exact mode would hand that worker a window of
+/// connections, and asks again).
 pub(super) const COUNT_WAIT: Duration = Duration::from_millis(200);
 
 /// The offload state of one `rr` listener.
@@ -279,15 +283,27 @@ impl Loop {
     pub(super) fn offload_timers(&mut self) {
         let now = Instant::now();
         for lid in self.offloaded_where(|o| o.deadline().is_some_and(|t| t <= now)) {
+            let Some(l) = self.listeners.get(&lid) else {
+                continue;
+            };
             // What the listener's workers took from the shared socket so far
             // (their last answers: to the count question when evaluating it,
-            // else to the stats heartbeat).
-            let direct: u64 = self.listeners.get(&lid).map_or(0, |l| {
-                l.workers
-                    .iter()
-                    .map(|w| self.sup.direct_connections(*w))
-                    .sum()
-            });
+            // else to the stats heartbeat), and whether every one of them
+            // has answered the question.
+            let direct: u64 = l
+                .workers
+                .iter()
+                .map(|w| self.sup.direct_connections(*w))
+                .sum();
+            let answered = l
+                .offload
+                .as_ref()
+                .and_then(|o| o.counting)
+                .is_none_or(|asked| {
+                    l.workers
+                        .iter()
+                        .all(|w| self.sup.direct_reported_since(*w, asked))
+                });
             let Some(o) = self
                 .listeners
                 .get_mut(&lid)
@@ -301,9 +317,13 @@ impl Loop {
                 o.direct_since = direct;
             } else if let (Some(since), Some(asked)) = (o.spreading, o.counting.take()) {
                 // The rate is what the workers took themselves, as they
-                // counted it when asked.
+                // counted it when asked. A worker that has not answered in
+                // `COUNT_WAIT` has a stuck or slow event loop: the exact
+                // mode would hand it a window of connections, so the
+                // listener goes on spreading (the others take them) and
+                // measures again from here.
                 let took = direct.saturating_sub(o.direct_since);
-                if keeps_spreading(took, o.spread_rate, asked.duration_since(since)) {
+                if !answered || keeps_spreading(took, o.spread_rate, asked.duration_since(since)) {
                     o.spreading = Some(asked);
                     o.direct_since = direct;
                 } else {

@@ -190,6 +190,8 @@ struct WorkerSup {
     /// Connections it took itself from the shared socket of an offloaded
     /// `rr` listener, as its last report or heartbeat answer said.
     direct: u64,
+    /// When `direct` was last reported.
+    direct_at: Option<Instant>,
     /// Round trip of the last answered heartbeat, in ms.
     event_loop_delay_ms: Option<f64>,
     /// Killed because it was not ready in time: a failed start, unstable
@@ -281,6 +283,14 @@ impl State {
     /// listeners' shared sockets.
     pub fn direct_connections(&self, worker: u32) -> u64 {
         self.workers.get(&worker).map_or(0, |w| w.direct)
+    }
+
+    /// Whether `worker` reported that count at `since` or later (a worker
+    /// the supervisor does not know has nothing to report).
+    pub fn direct_reported_since(&self, worker: u32, since: Instant) -> bool {
+        self.workers
+            .get(&worker)
+            .is_none_or(|w| w.direct_at.is_some_and(|at| at >= since))
     }
 
     /// What the supervisor knows of `worker`.
@@ -420,6 +430,7 @@ impl Loop {
                 recycle_at: recycle_after(cfg.max_connections, cfg.recycle_jitter, rand),
                 connections: 0,
                 direct: 0,
+                direct_at: None,
                 event_loop_delay_ms: None,
                 failed_start: false,
             },
@@ -519,6 +530,7 @@ impl Loop {
                             (self.sup.workers.get_mut(&worker), v["n"].as_u64())
                         {
                             w.direct = n;
+                            w.direct_at = Some(Instant::now());
                         }
                         false
                     }
@@ -526,6 +538,7 @@ impl Loop {
                         if let Some(w) = self.sup.workers.get_mut(&worker) {
                             if let Some(direct) = v["direct"].as_u64() {
                                 w.direct = direct;
+                                w.direct_at = Some(Instant::now());
                             }
                             if v["seq"].as_u64() == Some(w.ping_seq) {
                                 if let Some(sent) = w.ping_sent.take() {
