@@ -288,22 +288,20 @@ impl Loop {
             };
             // What the listener's workers took from the shared socket so far
             // (their last answers: to the count question when evaluating it,
-            // else to the stats heartbeat), and whether every one of them
+            // else to the stats heartbeat), and whether every worker asked
             // has answered the question.
             let direct: u64 = l
                 .workers
                 .iter()
                 .map(|w| self.sup.direct_connections(*w))
                 .sum();
-            let answered = l
-                .offload
-                .as_ref()
-                .and_then(|o| o.counting)
-                .is_none_or(|asked| {
-                    l.workers
+            let answered = l.offload.as_ref().is_none_or(|o| {
+                o.counting.is_none_or(|asked| {
+                    o.joined
                         .iter()
                         .all(|w| self.sup.direct_reported_since(*w, asked))
-                });
+                })
+            });
             let Some(o) = self
                 .listeners
                 .get_mut(&lid)
