@@ -193,14 +193,44 @@ fn into_spreading(
     warm
 }
 
-#[test]
-fn a_spreading_listener_asks_its_workers_and_stays_while_they_take_enough() {
-    let (r, _rx) = offloaded();
+/// Two supervised fake workers on one offloaded listener, spreading after a
+/// burst; the burst's connections are kept open (the last item).
+fn spreading_pair() -> (
+    Reactor,
+    crossbeam_channel::Receiver<rcluster::reactor::Event>,
+    FakeWorker,
+    FakeWorker,
+    Vec<TcpStream>,
+) {
+    let (r, rx) = offloaded();
     let mut a = supervised(&r, 1);
     let mut b = supervised(&r, 2);
     let la = listen_rr(&mut a);
     let _lb = listen_rr(&mut b);
     let warm = into_spreading(&r, la.port, &mut a, &mut b);
+    (r, rx, a, b, warm)
+}
+
+/// Both workers answer every question with their count unchanged (they
+/// took nothing) for 4 s at most: whether the listener is exact by then.
+fn exact_once_both_took_nothing(
+    r: &Reactor,
+    a: &mut FakeWorker,
+    b: &mut FakeWorker,
+    na: &mut u64,
+    nb: &mut u64,
+) -> bool {
+    let end = Instant::now() + Duration::from_secs(4);
+    while kernel(r) && Instant::now() < end {
+        answer_counts(a, 20, na, 0);
+        answer_counts(b, 20, nb, 0);
+    }
+    !kernel(r)
+}
+
+#[test]
+fn a_spreading_listener_asks_its_workers_and_stays_while_they_take_enough() {
+    let (r, _rx, mut a, mut b, warm) = spreading_pair();
     let (mut na, mut nb) = (0, 0);
     // The burst's rate is BURST per 50 ms (160 a second); each worker says
     // it took 200 more at every question: spreading goes on.
@@ -212,23 +242,16 @@ fn a_spreading_listener_asks_its_workers_and_stays_while_they_take_enough() {
     }
     assert!(asked >= 4, "both workers were asked about twice: {asked}");
     // They take nothing any more: the next answers make it exact.
-    let end = Instant::now() + Duration::from_secs(4);
-    while kernel(&r) && Instant::now() < end {
-        answer_counts(&mut a, 20, &mut na, 0);
-        answer_counts(&mut b, 20, &mut nb, 0);
-    }
-    assert!(!kernel(&r), "exact once the workers took nothing");
+    assert!(
+        exact_once_both_took_nothing(&r, &mut a, &mut b, &mut na, &mut nb),
+        "exact once the workers took nothing"
+    );
     drop(warm);
 }
 
 #[test]
 fn a_worker_that_does_not_answer_keeps_the_listener_spreading() {
-    let (r, _rx) = offloaded();
-    let mut a = supervised(&r, 1);
-    let mut b = supervised(&r, 2);
-    let la = listen_rr(&mut a);
-    let _lb = listen_rr(&mut b);
-    let warm = into_spreading(&r, la.port, &mut a, &mut b);
+    let (r, _rx, mut a, mut b, warm) = spreading_pair();
     // Worker 1's event loop is stuck: it reads nothing. Worker 2 answers that
     // it took nothing, which would make the listener exact, and the exact
     // mode would hand the stuck worker a window of connections: it goes on
@@ -245,13 +268,8 @@ fn a_worker_that_does_not_answer_keeps_the_listener_spreading() {
     }
     assert!(asked >= 2, "worker 2 was asked twice: {asked}");
     // Worker 1 is back and answers too (nothing taken): exact again.
-    let end = Instant::now() + Duration::from_secs(4);
-    while kernel(&r) && Instant::now() < end {
-        answer_counts(&mut a, 20, &mut na, 0);
-        answer_counts(&mut b, 20, &mut nb, 0);
-    }
     assert!(
-        !kernel(&r),
+        exact_once_both_took_nothing(&r, &mut a, &mut b, &mut na, &mut nb),
         "exact once every worker answered that it took nothing"
     );
     drop(warm);
