@@ -199,6 +199,15 @@ struct WorkerSup {
     failed_start: bool,
 }
 
+impl WorkerSup {
+    /// The worker's count of connections taken from shared sockets, as it
+    /// just reported it (answering a count question or a heartbeat).
+    fn report_direct(&mut self, n: u64) {
+        self.direct = n;
+        self.direct_at = Some(Instant::now());
+    }
+}
+
 /// What the supervisor knows of one worker (for stats).
 #[derive(Default)]
 pub struct WorkerInfo {
@@ -529,16 +538,14 @@ impl Loop {
                         if let (Some(w), Some(n)) =
                             (self.sup.workers.get_mut(&worker), v["n"].as_u64())
                         {
-                            w.direct = n;
-                            w.direct_at = Some(Instant::now());
+                            w.report_direct(n);
                         }
                         false
                     }
                     Some("pong") => {
                         if let Some(w) = self.sup.workers.get_mut(&worker) {
                             if let Some(direct) = v["direct"].as_u64() {
-                                w.direct = direct;
-                                w.direct_at = Some(Instant::now());
+                                w.report_direct(direct);
                             }
                             if v["seq"].as_u64() == Some(w.ping_seq) {
                                 if let Some(sent) = w.ping_sent.take() {
