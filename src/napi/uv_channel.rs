@@ -326,16 +326,33 @@ unsafe fn call_js(state: &Rc<RefCell<State>>, batch: Vec<WorkerEvent>) {
         let mut recv = std::ptr::null_mut();
         let mut result = std::ptr::null_mut();
         sys::napi_get_reference_value(env, cb, &mut func);
-        // make_callback wants an object as `this`.
         sys::napi_get_global(env, &mut recv);
-        // make_callback runs process.nextTick callbacks and microtasks after
-        // the call, as for any libuv callback into JavaScript.
-        let status = sys::napi_make_callback(env, ctx, recv, func, 1, &arr, &mut result);
+        // A callback scope, as Node opens around each libuv callback into
+        // JavaScript: closing it runs the process.nextTick callbacks and the
+        // microtasks, where rcluster emits what it read. napi_make_callback
+        // would do the same inside napi's own try/catch, which keeps only the
+        // exception value of a listener that throws: Node would then report
+        // it with no source line (`<anonymous_script>:0` above an
+        // AssertionError). The callback scope's own try/catch reports the
+        // exception from where it was thrown, as an uncaught exception.
+        let mut cb_scope = std::ptr::null_mut();
+        let opened =
+            sys::napi_open_callback_scope(env, recv, ctx, &mut cb_scope) == sys::Status::napi_ok;
+        let status = if opened {
+            sys::napi_call_function(env, recv, func, 1, &arr, &mut result)
+        } else {
+            sys::napi_make_callback(env, ctx, recv, func, 1, &arr, &mut result)
+        };
         if status == sys::Status::napi_pending_exception {
+            // rcluster's own callback threw (it defers the listeners' errors
+            // to a tick), or a tick did without the callback scope: still an
+            // uncaught exception, as in Node.
             let mut err = std::ptr::null_mut();
             sys::napi_get_and_clear_last_exception(env, &mut err);
-            // An exception in a listener is an uncaught exception, as in Node.
             sys::napi_fatal_exception(env, err);
+        }
+        if opened {
+            sys::napi_close_callback_scope(env, cb_scope);
         }
     }
     sys::napi_close_handle_scope(env, scope);
