@@ -213,6 +213,29 @@ test('a worker that disconnects while spreading: nothing is reset, the others an
   }
 });
 
+test('a worker whose server has maxConnections keeps the listener exact: what it refuses goes to the other', { timeout: 30000, skip }, async () => {
+  const p = run('rr-offload.js', [], { env: { ...LOW, MAX1: '1' } });
+  try {
+    const { port } = await p.next((m) => m.event === 'serving');
+    const l = load(port);
+    const kernel = [];
+    for (let i = 0; i < 15; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      kernel.push((await stats(p)).listeners[0].kernel);
+    }
+    await l.stop();
+    const t = tally(l.done);
+    // Had it spread, worker 1 would take connections over its limit from
+    // the shared socket and net would drop them (as with SCHED_NONE).
+    assert.deepStrictEqual(l.errors, []);
+    assert.ok(kernel.every((k) => k === false), `never through the kernel: ${kernel}`);
+    assert.ok(l.done.length > 50, `served ${l.done.length}`);
+    assert.ok((t['2'] || 0) > (t['1'] || 0), `worker 2 takes what worker 1 refuses: ${JSON.stringify(t)}`);
+  } finally {
+    await p.kill();
+  }
+});
+
 test('rrOffload: false keeps every connection on the primary', { timeout: 30000, skip }, async () => {
   const p = run('rr-offload.js', [], { env: { ...LOW, OFFLOAD: '0' } });
   try {

@@ -491,6 +491,11 @@ function rr(reply, fd, { obj, pipe, indexesKey, index }, cb) {
         native.closeFd(fd);
         return;
       }
+      if (refusesAtMax(obj)) {
+        exact(entry, key);
+        native.closeFd(fd);
+        return;
+      }
       const inner = handles().open(fd, false, true);
       if (inner === null) return;
       // Only the faux handle keeps the loop alive (ref/unref act on it).
@@ -501,6 +506,9 @@ function rr(reply, fd, { obj, pipe, indexesKey, index }, cb) {
         // another worker.
         if (err || !client) return;
         countDirect();
+        // A limit set after listen(): from now on only the primary hands
+        // this worker connections (this one net drops, as with SCHED_NONE).
+        if (atMaxConnections(obj, 0)) exact(entry, key);
         if (typeof handle.onconnection === 'function') handle.onconnection(0, client);
         else client.close();
       };
@@ -660,6 +668,40 @@ function listenPolicy(server) {
   net.Server.prototype.listen = rclusterListen;
 }());
 
+// How the running Node's cluster worker decides to refuse a round-robin
+// connection at `server.maxConnections` (so that the primary offers it to
+// another worker): Node 21+ counts 0 as a limit (before, 0 meant none), and
+// Node 22.12+/23.1+ keeps a connection when `server.dropMaxConnection` is
+// set, for net to drop it (the 'drop' event).
+const [NODE_MAJOR, NODE_MINOR] = process.versions.node.split('.').map(Number);
+const ZERO_IS_A_LIMIT = NODE_MAJOR >= 21;
+const HAS_DROP_MAX = NODE_MAJOR > 23 || (NODE_MAJOR === 23 && NODE_MINOR >= 1) ||
+  (NODE_MAJOR === 22 && NODE_MINOR >= 12);
+
+/** Whether `server` hands a connection back at its `maxConnections` (if it has one). */
+function refusesAtMax(server) {
+  const max = server.maxConnections;
+  if (ZERO_IS_A_LIMIT ? max == null : !max) return false;
+  return !(HAS_DROP_MAX && server.dropMaxConnection);
+}
+
+/** Whether `server` refuses one more connection, `pending` already taken in this batch. */
+function atMaxConnections(server, pending) {
+  return refusesAtMax(server) && server._connections + pending >= server.maxConnections;
+}
+
+/**
+ * An offloaded rr listener whose server refuses connections at its limit
+ * takes none from the shared socket: a connection it cannot take must go to
+ * another worker, which only the primary's exact dispatch does (the
+ * listener stays exact while this worker is on it).
+ */
+function exact(entry, key) {
+  if (entry.unlistened) return;
+  unlisten(entry);
+  sendControl({ op: 'exact', key });
+}
+
 function onConnections(conns) {
   // First decide and acknowledge, then hand over: the primary learns at once
   // that these connections are taken, before any user code runs.
@@ -673,7 +715,7 @@ function onConnections(conns) {
     if (ok) {
       const server = entry.server;
       const pending = extra.get(server) || 0;
-      if (server.maxConnections && server._connections + pending >= server.maxConnections) {
+      if (atMaxConnections(server, pending)) {
         ok = false;
       } else {
         extra.set(server, pending + 1);

@@ -345,6 +345,8 @@ struct InFlight {
     fd: Arc<OwnedFd>,
     listener: u32,
     tries: u32,
+    /// Workers that refused it before (see [`Pending::refused`]).
+    refused: Vec<u32>,
 }
 
 /// What a connected, unpaused channel is always watched for.
@@ -376,7 +378,23 @@ struct WorkerState {
 
 struct Pending {
     fd: Arc<OwnedFd>,
+    /// Times it was handed to a worker before.
     tries: u32,
+    /// Workers that refused it (their server at `maxConnections`): it goes
+    /// to one that has not, as Node's round robin hands a refused connection
+    /// on, and closes once every worker of the listener refused it.
+    refused: Vec<u32>,
+}
+
+impl Pending {
+    /// A connection just accepted.
+    fn new(fd: OwnedFd) -> Pending {
+        Pending {
+            fd: Arc::new(fd),
+            tries: 0,
+            refused: Vec::new(),
+        }
+    }
 }
 
 /// `reuseport`: the socket of one worker slot, held by the primary.
@@ -903,6 +921,7 @@ impl Loop {
                 l.pending.push_front(Pending {
                     fd: c.fd,
                     tries: c.tries,
+                    refused: c.refused,
                 });
                 if !touched.contains(&c.listener) {
                     touched.push(c.listener);

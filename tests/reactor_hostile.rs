@@ -237,6 +237,49 @@ fn refused_by_every_worker_is_closed_and_counted() {
 }
 
 #[test]
+fn a_refused_connection_goes_only_to_workers_that_did_not_refuse_it() {
+    let _g = lock();
+    let (r, _rx) = reactor(16);
+    let mut a = FakeWorker::start(&r, 1, 1);
+    let mut b = FakeWorker::start(&r, 2, 2);
+    let mut c = FakeWorker::start(&r, 3, 3);
+    let port = a.listen("refusers", 0);
+    b.listen("refusers", port);
+    c.listen("refusers", port);
+    let _clients: Vec<TcpStream> = (0..6)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    // Two workers at their maxConnections refuse whatever they get; the
+    // third takes everything, however the refusals interleave. Each
+    // connection is offered to each refusing worker at most once.
+    let (mut refused_a, mut refused_b, mut taken) = (Vec::new(), Vec::new(), 0);
+    let end = Instant::now() + Duration::from_secs(10);
+    while taken < 6 && Instant::now() < end {
+        let conns = a.conns_for(10);
+        a.ack(&conns, false);
+        refused_a.extend(conns.iter().map(|c| c.id));
+        let conns = b.conns_for(10);
+        b.ack(&conns, false);
+        refused_b.extend(conns.iter().map(|c| c.id));
+        let conns = c.conns_for(10);
+        c.ack(&conns, true);
+        taken += conns.len();
+    }
+    assert_eq!(taken, 6);
+    let k = settled(&r);
+    assert_eq!((k.accepted, k.acknowledged, k.closed, k.held), (6, 6, 0, 0));
+    assert!(refused_a.len() <= 6 && refused_b.len() <= 6);
+    assert_eq!(
+        k.redispatched as usize,
+        refused_a.len() + refused_b.len(),
+        "every refusal is one more offer, to another worker"
+    );
+    for w in [&a, &b, &c] {
+        w.kill();
+    }
+}
+
+#[test]
 fn a_message_flood_is_delivered_whole_and_in_order() {
     let _g = lock();
     let (r, rx) = reactor(16);

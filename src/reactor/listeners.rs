@@ -289,10 +289,7 @@ impl Loop {
         if let Some(s) = l.slots.remove(&slot) {
             while let Ok(Some(fd)) = listener::accept(&s.fd) {
                 counters.accepted += 1;
-                l.pending.push_back(Pending {
-                    fd: Arc::new(fd),
-                    tries: 0,
-                });
+                l.pending.push_back(Pending::new(fd));
             }
         }
     }
@@ -451,10 +448,7 @@ impl Loop {
                             if let Some(o) = l.offload.as_mut() {
                                 o.accepted();
                             }
-                            Pending {
-                                fd: Arc::new(fd),
-                                tries: 0,
-                            }
+                            Pending::new(fd)
                         }
                         Ok(None) => {
                             self.set_armed(lid, true);
@@ -482,14 +476,38 @@ impl Loop {
                     }
                 }
             };
+            // A connection some workers refused goes to one that did not.
+            let refused = &conn.refused;
+            let info = |pos: usize| -> Option<policy::Slot> {
+                if refused.contains(&l.workers[pos]) {
+                    return None;
+                }
+                info(pos)
+            };
             // Any connected worker, room or not: what weighted rr and hash
             // would choose without the window.
             let connected = |pos: usize| -> Option<policy::Slot> {
-                let w = workers.get(&l.workers[pos])?;
-                w.connected.then_some(policy::Slot {
+                let wid = l.workers[pos];
+                let w = workers.get(&wid)?;
+                (w.connected && !refused.contains(&wid)).then_some(policy::Slot {
                     slot: w.slot,
                     open: 0,
                 })
+            };
+            let first = if refused.is_empty() {
+                first
+            } else if let Some(pos) = policy::pick_rr(n, l.next, info) {
+                pos
+            } else if (0..n).any(|pos| connected(pos).is_some()) {
+                // Only full workers have not refused it: it waits for one
+                // of them at the head of the queue.
+                l.pending.push_front(conn);
+                self.set_armed(lid, false);
+                return;
+            } else {
+                // Every worker left refused it (or is gone).
+                self.counters.closed += 1;
+                continue;
             };
             // A full worker is waited for while its window filled up less
             // than `patience` ago: until when.
@@ -525,14 +543,15 @@ impl Loop {
                 Policy::Hash => listener::peer_ip(&conn.fd).and_then(|ip| {
                     let key = policy::hash_ip(ip);
                     let slot_at = |pos: usize| workers.get(&l.workers[pos]).map_or(0, |w| w.slot);
-                    match policy::pick_hash(n, key, conn.tries, slot_at, connected) {
+                    // The workers that refused it are out of the ranking.
+                    match policy::pick_hash(n, key, 0, slot_at, connected) {
                         Some(home) if info(home).is_some() => Some(home),
                         home => match home.and_then(wait_for) {
                             Some(until) => {
                                 wait = Some(until);
                                 None
                             }
-                            None => policy::pick_hash(n, key, conn.tries, slot_at, info),
+                            None => policy::pick_hash(n, key, 0, slot_at, info),
                         },
                     }
                 }),
@@ -585,6 +604,7 @@ impl Loop {
                             fd: conn.fd,
                             listener: lid,
                             tries: conn.tries,
+                            refused: conn.refused,
                         },
                     );
                     if w.inflight.len() >= window && w.full_since.is_none() {
@@ -607,6 +627,7 @@ impl Loop {
     /// A batch of acks from worker `id`, and maybe its load report (`least`).
     pub(super) fn acks(&mut self, id: u32, acks: &[(u64, bool)], load: Option<u32>) {
         let mut touched: Vec<u32> = Vec::new();
+        let mut refusals: Vec<InFlight> = Vec::new();
         let window = self.config.window;
         {
             let Some(w) = self.workers.get_mut(&id) else {
@@ -626,18 +647,7 @@ impl Loop {
                     self.counters.acknowledged += 1;
                     continue; // our reference drops: the worker owns the connection now
                 }
-                match self.listeners.get_mut(&c.listener) {
-                    Some(l) if ((c.tries + 1) as usize) < l.workers.len().max(1) => {
-                        self.counters.redispatched += 1;
-                        l.pending.push_back(Pending {
-                            fd: c.fd,
-                            tries: c.tries + 1,
-                        });
-                    }
-                    // Every worker refused it (maxConnections), or its
-                    // listener is gone: it closes here.
-                    _ => self.counters.closed += 1,
-                }
+                refusals.push(c);
             }
             if w.inflight.len() < window {
                 w.full_since = None;
@@ -646,6 +656,30 @@ impl Loop {
                 if !touched.contains(lid) {
                     touched.push(*lid);
                 }
+            }
+        }
+        for c in refusals {
+            let mut refused = c.refused;
+            refused.push(id);
+            let workers = &self.workers;
+            // Another worker of the listener may still take it.
+            let other = |l: &Listener| {
+                l.workers.iter().any(|wid| {
+                    !refused.contains(wid) && workers.get(wid).is_some_and(|w| w.connected)
+                })
+            };
+            match self.listeners.get_mut(&c.listener) {
+                Some(l) if other(l) => {
+                    self.counters.redispatched += 1;
+                    l.pending.push_back(Pending {
+                        fd: c.fd,
+                        tries: c.tries + 1,
+                        refused,
+                    });
+                }
+                // Every worker refused it (maxConnections), or its
+                // listener is gone: it closes here.
+                _ => self.counters.closed += 1,
             }
         }
         for lid in touched {

@@ -31,7 +31,9 @@
 //!
 //! Spreading is not used while a worker of the listener counts connections
 //! for recycling (`maxConnections`), has a weight other than 1, or did not
-//! get the shared socket: only the exact mode counts, weighs and reaches them.
+//! get the shared socket or left it (its server refuses connections at
+//! `server.maxConnections`: the control op `exact`): only the exact mode
+//! counts, weighs, reaches them and hands a refused connection on.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
@@ -258,10 +260,7 @@ impl Loop {
             let mut n = 0;
             while let Ok(Some(c)) = listener::accept(&o.shared) {
                 n += 1;
-                l.pending.push_back(Pending {
-                    fd: Arc::new(c),
-                    tries: 0,
-                });
+                l.pending.push_back(Pending::new(c));
             }
             if n > 0 {
                 l.accepted += n;

@@ -534,6 +534,16 @@ impl Loop {
                         self.self_retire(worker, reason);
                         false
                     }
+                    // Its server refuses connections at `maxConnections`:
+                    // it takes none from the shared socket, so that the
+                    // listener stays exact and a refused connection goes to
+                    // another worker.
+                    Some("exact") => {
+                        if let Some(lid) = v["key"].as_u64().and_then(|k| u32::try_from(k).ok()) {
+                            self.offload_leave(lid, worker, true);
+                        }
+                        false
+                    }
                     Some("direct") => {
                         if let (Some(w), Some(n)) =
                             (self.sup.workers.get_mut(&worker), v["n"].as_u64())
