@@ -52,8 +52,9 @@ class WorkerProcess extends EventEmitter {
       const fd = pipes[i];
       let stream = null;
       if (fd >= 0) {
-        // 0-2 are pipes (one way); 3 and above are socketpairs, both ways.
-        stream = new net.Socket({ fd, readable: i !== 0, writable: i === 0 || i >= 3 });
+        // Stream socketpairs, as Node's: stdin is not readable here, the
+        // others are readable and writable (stdout and stderr uselessly so).
+        stream = new net.Socket({ fd, readable: i !== 0, writable: true });
         if (i !== 0) stream.setEncoding && stream.on('end', () => {});
       }
       this.stdio.push(stream);

@@ -18,9 +18,10 @@ pub enum Stdio {
     Inherit,
     /// `/dev/null`.
     Ignore,
-    /// A new pipe for 0-2, the parent keeping the other end (writable for
-    /// 0, readable for 1 and 2); a stream socketpair for 3 and above, both
-    /// ways, as Node's extra `'pipe'` slots are.
+    /// A new stream socketpair, the parent keeping the other end, as
+    /// Node's `'pipe'` slots are (a socket's buffer is also several times a
+    /// pipe's 64 KiB: a worker writing its stdout synchronously blocks, or
+    /// gets `EAGAIN`, as often as under Node).
     Pipe,
     /// A specific fd of the parent.
     Fd(RawFd),
@@ -64,8 +65,6 @@ fn cstr(s: &str) -> io::Result<CString> {
         )
     })
 }
-
-use sys::pipe;
 
 /// Duplicates `fd` to a number at or above `min`, close-on-exec, so that the
 /// dup2 sequence in the child can never clobber a source it still needs.
@@ -174,17 +173,9 @@ pub fn spawn(
                 })?;
                 (Some(dup_above(ch.as_raw_fd(), above)?), None)
             }
-            Stdio::Pipe if i >= 3 => {
+            Stdio::Pipe => {
                 let (ours, theirs) = sys::stream_pair()?;
                 (Some(dup_above(theirs.as_raw_fd(), above)?), Some(ours))
-            }
-            Stdio::Pipe => {
-                let (r, w) = pipe()?;
-                if i == 0 {
-                    (Some(dup_above(r.as_raw_fd(), above)?), Some(w))
-                } else {
-                    (Some(dup_above(w.as_raw_fd(), above)?), Some(r))
-                }
             }
         };
         sources.push(src);
@@ -312,6 +303,24 @@ mod tests {
             .unwrap();
         assert_eq!(out, "hi there\n");
         assert_eq!(wait(&s.process), ExitStatus::Code(3));
+    }
+
+    #[test]
+    fn stdio_pipes_are_sockets_as_in_node() {
+        let opts = SpawnOptions {
+            file: "/bin/sh".into(),
+            argv: vec![
+                "sh".into(),
+                "-c".into(),
+                "test -S /dev/fd/0 && test -S /dev/fd/1 && test -S /dev/fd/2".into(),
+            ],
+            env: vec![],
+            cwd: None,
+            stdio: vec![Stdio::Pipe, Stdio::Pipe, Stdio::Pipe],
+        };
+        let s = spawn(&opts, None, None).unwrap();
+        assert!(s.pipes.iter().all(|p| p.is_some()));
+        assert_eq!(wait(&s.process), ExitStatus::Code(0));
     }
 
     #[test]
