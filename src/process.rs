@@ -114,7 +114,7 @@ impl Process {
 
 /// `pidfd_open(2)`: a close-on-exec fd that becomes readable when `pid` exits.
 #[cfg(target_os = "linux")]
-fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
+pub(crate) fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
     use std::os::fd::FromRawFd;
     // SAFETY: the syscall takes two integers; pidfds are always close-on-exec.
     let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };

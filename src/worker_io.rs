@@ -7,6 +7,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crate::channel::{Channel, Inbox, Incoming, Read};
 use crate::poller::{self, Poller, Ready};
@@ -150,27 +151,91 @@ pub fn read_into(
     false
 }
 
-/// Makes this process die with its parent (`PR_SET_PDEATHSIG`, SIGKILL), and
-/// exits at once if the parent `ppid` is already gone.
-/// Elsewhere (macOS) there is no such signal: the worker ends when its
-/// channel reports end of file, as Node's cluster workers do.
+/// How long a worker whose primary died may take to leave by itself before
+/// it is killed: on its channel's end of file it emits `'disconnect'` and
+/// exits with code 0, running its `'exit'` handlers, as Node's cluster
+/// workers do; one whose event loop is busy or stuck is killed then.
+pub const PARENT_GRACE: Duration = Duration::from_millis(500);
+
+/// Makes this process end with its parent `ppid` (the primary), and exits at
+/// once if it is already gone. Linux: a thread waits on a pidfd of the
+/// primary and kills this process [`PARENT_GRACE`] after the primary's death
+/// if it has not left by then; where pidfds are missing, `PR_SET_PDEATHSIG`
+/// kills it at once. Elsewhere (macOS) the worker ends when its channel
+/// reports end of file, as Node's cluster workers do.
 pub fn die_with_parent(ppid: i32) {
-    // SAFETY: prctl with PR_SET_PDEATHSIG takes an integer signal number.
     #[cfg(target_os = "linux")]
-    unsafe {
-        libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGKILL as libc::c_ulong,
-            0,
-            0,
-            0,
-        );
+    if !watch_parent(ppid) {
+        // SAFETY: prctl with PR_SET_PDEATHSIG takes an integer signal number.
+        unsafe {
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            );
+        }
     }
     // SAFETY: getppid has no preconditions.
     if ppid > 0 && unsafe { libc::getppid() } != ppid {
         // SAFETY: _exit ends the process without running anything else.
         unsafe { libc::_exit(0) };
     }
+}
+
+/// Starts the thread that kills this process [`PARENT_GRACE`] after its
+/// parent `ppid` exits. False when it cannot (no pidfds, or `ppid` is not
+/// the parent any more).
+#[cfg(target_os = "linux")]
+fn watch_parent(ppid: i32) -> bool {
+    if ppid <= 0 {
+        return false;
+    }
+    let Ok(pidfd) = crate::process::pidfd_open(ppid) else {
+        return false;
+    };
+    // Still our parent now that the pidfd is open: it names the primary,
+    // whose pid cannot be reused while we are its child.
+    // SAFETY: getppid has no preconditions.
+    if unsafe { libc::getppid() } != ppid {
+        return false;
+    }
+    std::thread::Builder::new()
+        .name("rcluster-parent".into())
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            let mut p = libc::pollfd {
+                fd: pidfd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            loop {
+                // SAFETY: one valid pollfd, for as long as the call lasts.
+                let r = unsafe { libc::poll(&mut p, 1, -1) };
+                if r > 0 {
+                    break;
+                }
+                if r < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                    // Cannot watch: the hard stop is the parent-death signal.
+                    // SAFETY: as in die_with_parent.
+                    unsafe {
+                        libc::prctl(
+                            libc::PR_SET_PDEATHSIG,
+                            libc::SIGKILL as libc::c_ulong,
+                            0,
+                            0,
+                            0,
+                        );
+                    }
+                    return;
+                }
+            }
+            std::thread::sleep(PARENT_GRACE);
+            // SAFETY: kill takes a pid and a signal number; this process's own.
+            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+        })
+        .is_ok()
 }
 
 #[cfg(test)]
