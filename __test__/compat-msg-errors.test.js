@@ -30,6 +30,7 @@ function common() {
     symbol: { calls: [], threw: nodeError('TypeError', 'ERR_INVALID_ARG_TYPE', `${MSG_TYPES} Received type symbol (Symbol(s))`) },
     bigint: { calls: [], threw: nodeError('TypeError', 'ERR_INVALID_ARG_TYPE', `${MSG_TYPES} Received type bigint (1n)`) },
     function: { calls: [], threw: nodeError('TypeError', 'ERR_INVALID_ARG_TYPE', `${MSG_TYPES} Received function foo`) },
+    'function-anonymous': { calls: [], threw: nodeError('TypeError', 'ERR_INVALID_ARG_TYPE', `${MSG_TYPES} Received function `) },
     'options-number': { calls: [], threw: invalidOptions('type number (5)') },
     'options-string': { calls: [], threw: invalidOptions("type string ('abc')") },
     'options-null': { calls: [], threw: invalidOptions('null') },
@@ -124,3 +125,19 @@ both('send(): return value, callbacks, serialization errors, options and handle 
     await p.kill();
   }
 });
+
+for (const [name, expected] of [
+  ['killed', ['callback EPIPE', 'error EPIPE write', 'disconnect']],
+  // worker.disconnect()'s own write fails first.
+  ['left', ['error EPIPE write', 'callback EPIPE', 'error EPIPE write', 'disconnect']],
+]) {
+  both(`writes to a worker whose channel end is gone (${name}) fail with EPIPE until 'disconnect'`, async (mod) => {
+    const p = run('compat-msg-epipe.js', [], { env: { MODULE: mod, CASE: name } });
+    try {
+      const r = await p.next((m) => m.event === 'report');
+      assert.deepStrictEqual(r.events, expected);
+    } finally {
+      await p.kill();
+    }
+  });
+}

@@ -24,3 +24,16 @@ both('messages keep their order both ways, and a worker\'s last messages precede
     await p.kill();
   }
 });
+
+for (const how of ['loop', 'sigkill']) {
+  both(`a few messages sent before ${how === 'loop' ? 'an event loop that never comes back' : 'a death by SIGKILL'} all arrive`, async (mod) => {
+    const p = run('compat-msg-stuck.js', [], { env: { MODULE: mod, HOW: how } });
+    try {
+      const r = await p.next((m) => m.event === 'report');
+      assert.deepStrictEqual(r.got, [0, 1, 2, 3, 4].map((step) => ({ step })));
+      assert.deepStrictEqual(r.exit, [null, 'SIGKILL']);
+    } finally {
+      await p.kill();
+    }
+  });
+}

@@ -24,7 +24,7 @@ function make(Base, code, message) {
 
 function describe(value) {
   if (value == null) return ` Received ${value}`;
-  if (typeof value === 'function') return ` Received function ${value.name || '<anonymous>'}`;
+  if (typeof value === 'function') return ` Received function ${value.name}`;
   if (typeof value === 'object') {
     if (value.constructor && value.constructor.name) {
       return ` Received an instance of ${value.constructor.name}`;

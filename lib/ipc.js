@@ -19,6 +19,9 @@ const errors = () => require('./errors');
 const kPending = Symbol('rcluster.pendingMessages');
 const kKeepAlive = Symbol('rcluster.keepAlive');
 const kFlush = Symbol('rcluster.flush');
+// The code of the first failed write (EPIPE...), while the channel is still
+// connected: Node's later writes fail the same way until 'disconnect'.
+const kBroken = Symbol('rcluster.brokenWrite');
 const HIGH_WATER = 65536 * 2;
 const TIMEOUT_MAX = 2 ** 31 - 1;
 const INTERNAL_PREFIX = 'NODE_';
@@ -48,8 +51,15 @@ function settle(target, callback, swallow, err) {
     if (typeof callback === 'function') process.nextTick(callback, null);
     return;
   }
+  let ex = writeError(err);
+  if (ex.syscall === 'write') {
+    if (target[kBroken] === undefined) target[kBroken] = ex.code;
+  } else if (ex.code === 'ERR_IPC_CHANNEL_CLOSED' && target[kBroken] !== undefined && target.connected) {
+    // The native side closed the channel at the first failed write; Node's
+    // channel is still there and fails each write the same way.
+    ex = writeError(new Error(`${target[kBroken]}: write failed before`));
+  }
   if (swallow) return;
-  const ex = writeError(err);
   if (typeof callback === 'function') process.nextTick(callback, ex);
   else process.nextTick(() => target.emit('error', ex));
 }
@@ -254,4 +264,15 @@ function deliver(target, data, flags, fd) {
   later(dispatch, target, message, undefined);
 }
 
-module.exports = { setupChannel, markDisconnected, deliver, isInternal, kKeepAlive, kFlush };
+/**
+ * A write of rcluster's own on `target`'s channel failed (`err`): an errno
+ * (EPIPE: the other side closed its end) is reported as Node reports a
+ * failed internal message, an 'error' event, and later writes fail the same
+ * way. A channel the native side already knows closed is not an error:
+ * Node's would already be disconnected.
+ */
+function failedWrite(target, err) {
+  if (writeError(err).syscall === 'write') settle(target, undefined, false, err);
+}
+
+module.exports = { setupChannel, markDisconnected, deliver, isInternal, failedWrite, kKeepAlive, kFlush };

@@ -771,8 +771,10 @@ Worker.prototype.disconnect = function disconnect() {
       try {
         msg.send(F.DISCONNECT, 0, 0);
         told = true;
-      } catch {
-        // Gone: the reactor tells it instead.
+      } catch (err) {
+        // Gone: the reactor tells it instead. As in Node, a write that
+        // fails (the worker closed its end) is the worker's 'error'.
+        ipc.failedWrite(this.process, err);
       }
     }
     core.disconnect(this.id, !told);
