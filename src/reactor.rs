@@ -344,7 +344,6 @@ const T_MASK: u64 = 0xffff_ffff << 32;
 struct InFlight {
     fd: Arc<OwnedFd>,
     listener: u32,
-    tries: u32,
     /// Workers that refused it before (see [`Pending::refused`]).
     refused: Vec<u32>,
 }
@@ -378,8 +377,6 @@ struct WorkerState {
 
 struct Pending {
     fd: Arc<OwnedFd>,
-    /// Times it was handed to a worker before.
-    tries: u32,
     /// Workers that refused it (their server at `maxConnections`): it goes
     /// to one that has not, as Node's round robin hands a refused connection
     /// on, and closes once every worker of the listener refused it.
@@ -391,7 +388,6 @@ impl Pending {
     fn new(fd: OwnedFd) -> Pending {
         Pending {
             fd: Arc::new(fd),
-            tries: 0,
             refused: Vec::new(),
         }
     }
@@ -920,7 +916,6 @@ impl Loop {
                 self.counters.redispatched += 1;
                 l.pending.push_front(Pending {
                     fd: c.fd,
-                    tries: c.tries,
                     refused: c.refused,
                 });
                 if !touched.contains(&c.listener) {

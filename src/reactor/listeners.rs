@@ -598,19 +598,20 @@ impl Loop {
             let w = self.workers.get_mut(&wid).expect("chosen worker exists");
             match w.channel.send_conn(cid, lid, conn.fd.clone()) {
                 Ok(_) => {
+                    // Counted once, at its first offer (not after a refusal).
+                    let first_offer = conn.refused.is_empty();
                     w.inflight.insert(
                         cid,
                         InFlight {
                             fd: conn.fd,
                             listener: lid,
-                            tries: conn.tries,
                             refused: conn.refused,
                         },
                     );
                     if w.inflight.len() >= window && w.full_since.is_none() {
                         w.full_since = Some(Instant::now());
                     }
-                    if conn.tries == 0 {
+                    if first_offer {
                         self.sup_connection(wid);
                     }
                 }
@@ -671,11 +672,7 @@ impl Loop {
             match self.listeners.get_mut(&c.listener) {
                 Some(l) if other(l) => {
                     self.counters.redispatched += 1;
-                    l.pending.push_back(Pending {
-                        fd: c.fd,
-                        tries: c.tries + 1,
-                        refused,
-                    });
+                    l.pending.push_back(Pending { fd: c.fd, refused });
                 }
                 // Every worker refused it (maxConnections), or its
                 // listener is gone: it closes here.
