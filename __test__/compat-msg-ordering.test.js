@@ -37,3 +37,31 @@ for (const how of ['loop', 'sigkill']) {
     }
   });
 }
+
+for (const warm of [false, true]) {
+  both(`messages sent right after worker.disconnect()${warm ? ' (after another one)' : ''} reach the worker before its 'disconnect'`, async (mod) => {
+    const env = { MODULE: mod };
+    if (warm) env.WARM = '1';
+    const p = run('compat-msg-after-disconnect.js', [], { env });
+    try {
+      const { seen } = await p.next((m) => m.event === 'seen');
+      // The worker had begun to disconnect when they came: not connected.
+      const after = ['after-1:false', 'after-2:false'];
+      const before = warm ? ['before:true'] : [];
+      if (mod === 'rcluster') {
+        assert.deepStrictEqual(seen, [...before, ...after, 'disconnect']);
+      } else {
+        // Node's worker emits them when it read them with its disconnect,
+        // which depends on timing (most runs on Node 20; fewer on Node 24).
+        const got = seen.slice(before.length, -1);
+        assert.deepStrictEqual(seen.slice(0, before.length), before);
+        assert.deepStrictEqual(got, after.slice(0, got.length));
+        assert.strictEqual(seen[seen.length - 1], 'disconnect');
+      }
+      const { exit } = await p.next((m) => m.event === 'exit');
+      assert.deepStrictEqual(exit, [0, null]);
+    } finally {
+      await p.kill();
+    }
+  });
+}

@@ -77,13 +77,14 @@ class WorkerProcess extends EventEmitter {
         if (typeof data === 'string') return this._sendText(flags, data);
         return this._msg.send(F.MESSAGE, flags, 0, data, fd);
       },
-      close: () => {
+      close: (then) => {
         if (this._msg !== null) {
           const msg = this._msg;
           this._msg = null;
           msg.close();
         }
         native.closeChannel(id);
+        then();
       },
     });
   }

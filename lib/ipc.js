@@ -66,7 +66,8 @@ function settle(target, callback, swallow, err) {
 
 /**
  * Adds IPC methods to `target` (an EventEmitter).
- * `io` = { write(data, flags, fd) -> queuedBytes, close(), advanced, onMessage(message)? }
+ * `io` = { write(data, flags, fd) -> queuedBytes, close(then), advanced, onMessage(message)? }
+ * (`close` calls `then` once the channel is closed)
  * (`data` is a Buffer, or the JSON text of messages as a string)
  * (`onMessage` sees each message sent without a handle, once it is written or
  * batched.)
@@ -198,8 +199,9 @@ function setupChannel(target, io) {
     flush();
     this.connected = false;
     unref();
-    io.close();
-    process.nextTick(() => markDisconnected(target));
+    // 'disconnect' once the channel is closed (the worker's may wait for
+    // the end of the primary's disconnect, lib/worker.js).
+    io.close(() => process.nextTick(() => markDisconnected(target)));
   };
 
   target._refed = () => refed;

@@ -769,7 +769,7 @@ Worker.prototype.disconnect = function disconnect() {
     let told = false;
     if (msg) {
       try {
-        msg.send(F.DISCONNECT, 0, 0);
+        msg.send(F.DISCONNECT, 0, DISCONNECT_THEN_END);
         told = true;
       } catch (err) {
         // Gone: the reactor tells it instead. As in Node, a write that
@@ -778,10 +778,30 @@ Worker.prototype.disconnect = function disconnect() {
       }
     }
     core.disconnect(this.id, !told);
+    if (told) queueMicrotask(() => endDisconnect(this.process));
   }
   removeWorker(this);
   return this;
 };
+
+// Node's worker reads the messages sent right after its disconnect in the
+// same chunk and emits them before its channel closes. Here the disconnect
+// frame can come alone in a read, so it says that an end frame follows, sent
+// at the end of this synchronous stretch, after those messages: the worker
+// closes its channel once it has read it.
+const DISCONNECT_THEN_END = 1;
+const DISCONNECT_END = 2;
+
+function endDisconnect(proc) {
+  if (typeof proc[ipc.kFlush] === 'function') proc[ipc.kFlush]();
+  const msg = proc._msg;
+  if (!msg) return;
+  try {
+    msg.send(F.DISCONNECT, 0, DISCONNECT_END);
+  } catch {
+    // The worker closed its end: its disconnect is on its way.
+  }
+}
 
 /**
  * Weighted round robin (rcluster extension): this worker's share of new

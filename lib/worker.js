@@ -116,10 +116,37 @@ function closeListen(key) {
   }
 }
 
-/** Closes both channels (the primary sees the worker disconnect). */
-function closeChannels() {
+// The primary's disconnect frame says whether an end frame follows (lib/
+// primary.js): what the primary sent between the two is read and emitted
+// before the channel closes, as Node's worker emits the messages it read
+// with its disconnect.
+const DISCONNECT_THEN_END = 1;
+const DISCONNECT_END = 2;
+let endPending = false;
+let closeAtEnd = null; // then() of a close waiting for the end frame
+let endWait = null;
+const END_WAIT_MS = 1000;
+
+/** Closes both channels (the primary sees the worker disconnect), then calls `then`. */
+function closeChannels(then) {
+  if (endPending && typeof then === 'function') {
+    closeAtEnd = then;
+    // Keeps the loop alive until the end frame comes (the primary sends it
+    // at the end of its current stretch); a primary stuck longer than that
+    // is not waited for.
+    endWait = setTimeout(() => {
+      endPending = false;
+      closeChannels(then);
+    }, END_WAIT_MS);
+    return;
+  }
+  endPending = false;
+  closeAtEnd = null;
+  if (endWait !== null) clearTimeout(endWait);
+  endWait = null;
   if (msgs !== null) msgs.close();
   chan.close();
+  if (typeof then === 'function') then();
 }
 
 function u32(n) {
@@ -759,6 +786,12 @@ function onFrame(f) {
       break;
     }
     case F.DISCONNECT:
+      if (f.id === DISCONNECT_END) {
+        endPending = false;
+        if (closeAtEnd !== null) closeChannels(closeAtEnd);
+        break;
+      }
+      if (f.id === DISCONNECT_THEN_END && !primaryDisconnected) endPending = true;
       // Once, whichever channel it came on.
       if (!primaryDisconnected) {
         primaryDisconnected = true;
