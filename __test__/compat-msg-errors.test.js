@@ -128,6 +128,7 @@ both('send(): return value, callbacks, serialization errors, options and handle 
 
 for (const [name, expected] of [
   ['killed', ['callback EPIPE', 'error EPIPE write', 'disconnect']],
+  ['unread', ['callback EPIPE', 'error EPIPE write', 'disconnect']],
   // worker.disconnect()'s own write fails first.
   ['left', ['error EPIPE write', 'callback EPIPE', 'error EPIPE write', 'disconnect']],
 ]) {

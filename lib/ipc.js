@@ -35,11 +35,14 @@ function isInternal(message) {
 /** A failed write, shaped like Node's ErrnoException (`write EPIPE`). */
 function writeError(err) {
   const m = /^([A-Z_]+):/.exec(err && err.message);
-  const code = m ? m[1] : 'EPIPE';
+  let code = m ? m[1] : 'EPIPE';
+  // A seqpacket channel whose other end closed with frames it had not read
+  // fails the write with ECONNRESET; Node's stream channel says EPIPE.
+  if (code === 'ECONNRESET') code = 'EPIPE';
   if (code === 'ERR_IPC_CHANNEL_CLOSED') return errors().channelClosed();
-  const errnos = { EPIPE: -32, ENOTCONN: -107, EBADF: -9, EINVAL: -22, EMFILE: -24, EIO: -5 };
+  const errno = require('os').constants.errno[code];
   const ex = new Error(`write ${code}`);
-  ex.errno = errnos[code] === undefined ? -5 : errnos[code];
+  ex.errno = errno === undefined ? -5 /* EIO */ : -errno;
   ex.code = code;
   ex.syscall = 'write';
   return ex;

@@ -28,6 +28,8 @@ pub(crate) fn dup_js_fd(fd: i32) -> Result<OwnedFd> {
 pub(crate) fn io_err(e: std::io::Error) -> Error {
     let code = match e.raw_os_error() {
         Some(libc::EPIPE) => "EPIPE",
+        // A write to a channel whose other end closed with unread frames.
+        Some(libc::ECONNRESET) => "ECONNRESET",
         Some(libc::ENOTCONN) => "ENOTCONN",
         Some(libc::ESRCH) => "ESRCH",
         Some(libc::EBADF) => "EBADF",
@@ -35,6 +37,11 @@ pub(crate) fn io_err(e: std::io::Error) -> Error {
         Some(libc::ENOENT) => "ENOENT",
         Some(libc::EACCES) => "EACCES",
         Some(libc::EMFILE) => "EMFILE",
+        Some(libc::ENFILE) => "ENFILE",
+        Some(libc::ENOBUFS) => "ENOBUFS",
+        Some(libc::ENOMEM) => "ENOMEM",
+        Some(libc::EMSGSIZE) => "EMSGSIZE",
+        Some(libc::EAGAIN) => "EAGAIN",
         _ => match e.kind() {
             std::io::ErrorKind::NotConnected => "ERR_IPC_CHANNEL_CLOSED",
             _ => "EIO",
