@@ -142,17 +142,16 @@ pub fn pick_least(n: usize, next: usize, info: impl Fn(usize) -> Option<Slot>) -
 }
 
 /// Sticky by key: rendezvous hashing over the slots of every position (with
-/// room or not), best score first; the first `skip` ranks are passed over (a
-/// connection that was refused goes to the next choice), then the best-ranked
-/// position with room wins. With rendezvous hashing, removing a slot moves
-/// only the keys that slot had; adding one moves only the keys it takes.
+/// room or not), best score first; the best-ranked position with room wins
+/// (a worker that refused the connection is left out by `info`, and it goes
+/// to the next choice). With rendezvous hashing, removing a slot moves only
+/// the keys that slot had; adding one moves only the keys it takes.
 ///
 /// `slots(pos)` is the slot at `pos` whatever its room; `info(pos)` says
 /// whether it has room, as for the other pickers.
 pub fn pick_hash(
     n: usize,
     key: u64,
-    skip: u32,
     slots: impl Fn(usize) -> u32,
     info: impl Fn(usize) -> Option<Slot>,
 ) -> Option<usize> {
@@ -168,11 +167,8 @@ pub fn pick_hash(
     // Highest score first; equal scores (the same slot twice, during a
     // reload) by slot then position, so the order is total and stable.
     ranked.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
-    let skip = (skip as usize) % n;
     ranked
         .iter()
-        .skip(skip)
-        .chain(ranked.iter().take(skip))
         .map(|&(_, _, pos)| pos)
         .find(|&pos| info(pos).is_some())
 }
@@ -304,9 +300,8 @@ mod tests {
     #[test]
     fn hash_is_sticky_spread_and_only_moves_the_removed_slots_keys() {
         let slots4 = [1u32, 2, 3, 4];
-        let pick = |slots: &[u32], key| {
-            pick_hash(slots.len(), key, 0, |p| slots[p], all).map(|p| slots[p])
-        };
+        let pick =
+            |slots: &[u32], key| pick_hash(slots.len(), key, |p| slots[p], all).map(|p| slots[p]);
         let before: Vec<u32> = keys().iter().map(|&k| pick(&slots4, k).unwrap()).collect();
         // Same inputs, same answers.
         let again: Vec<u32> = keys().iter().map(|&k| pick(&slots4, k).unwrap()).collect();
@@ -335,11 +330,10 @@ mod tests {
     fn hash_falls_back_to_the_next_ranked_slot_with_room() {
         let slots = [1u32, 2, 3];
         for &k in keys().iter().take(100) {
-            let first = pick_hash(3, k, 0, |p| slots[p], all).unwrap();
+            let first = pick_hash(3, k, |p| slots[p], all).unwrap();
             let second = pick_hash(
                 3,
                 k,
-                0,
                 |p| slots[p],
                 |p| {
                     if p == first {
@@ -351,11 +345,9 @@ mod tests {
             )
             .unwrap();
             assert_ne!(first, second);
-            // Skipping the first rank (a refusal) gives the same second choice.
-            assert_eq!(pick_hash(3, k, 1, |p| slots[p], all), Some(second));
         }
-        assert_eq!(pick_hash(3, 1, 0, |p| slots[p], |_| None), None);
-        assert_eq!(pick_hash(0, 1, 0, |_| 0, all), None);
+        assert_eq!(pick_hash(3, 1, |p| slots[p], |_| None), None);
+        assert_eq!(pick_hash(0, 1, |_| 0, all), None);
     }
 
     #[test]

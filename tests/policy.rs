@@ -143,7 +143,6 @@ fn hash_is_sticky_by_peer_address_and_spreads_clients() {
             let want = policy::pick_hash(
                 3,
                 policy::hash_ip(ip),
-                0,
                 |p| p as u32 + 1,
                 |p| {
                     Some(policy::Slot {
@@ -184,7 +183,7 @@ fn hash_moves_only_the_clients_of_a_removed_worker() {
                 open: 0,
             })
         };
-        let before = policy::pick_hash(3, key, 0, |p| p as u32 + 1, all).unwrap();
+        let before = policy::pick_hash(3, key, |p| p as u32 + 1, all).unwrap();
         clients.push(connect_from(host, l.port));
         let mut got = None;
         for _ in 0..250 {
@@ -256,7 +255,7 @@ fn localhost_home() -> usize {
             open: 0,
         })
     };
-    policy::pick_hash(2, key, 0, |p| p as u32 + 1, all).unwrap()
+    policy::pick_hash(2, key, |p| p as u32 + 1, all).unwrap()
 }
 
 /// `n` client connections to 127.0.0.1:`port`, opened at once.

@@ -544,14 +544,14 @@ impl Loop {
                     let key = policy::hash_ip(ip);
                     let slot_at = |pos: usize| workers.get(&l.workers[pos]).map_or(0, |w| w.slot);
                     // The workers that refused it are out of the ranking.
-                    match policy::pick_hash(n, key, 0, slot_at, connected) {
+                    match policy::pick_hash(n, key, slot_at, connected) {
                         Some(home) if info(home).is_some() => Some(home),
                         home => match home.and_then(wait_for) {
                             Some(until) => {
                                 wait = Some(until);
                                 None
                             }
-                            None => policy::pick_hash(n, key, 0, slot_at, info),
+                            None => policy::pick_hash(n, key, slot_at, info),
                         },
                     }
                 }),
