@@ -8,6 +8,7 @@
 //
 //   node bench/chaos.js                       30 s, 4 workers, 8 loops, a kill every 200 ms
 //   CHAOS_MS=120000 WORKERS=8 node bench/chaos.js
+//   RCLUSTER_RR_OFFLOAD=0 node bench/chaos.js   every connection through the dispatcher
 
 const { run } = require('../__test__/helpers');
 const { procStats, zombies, load, counters } = require('../__test__/reliability/lib');
@@ -16,6 +17,8 @@ const WORKERS = Number(process.env.WORKERS || 4);
 const CONCURRENCY = Number(process.env.CONCURRENCY || 8);
 const CHAOS_MS = Number(process.env.CHAOS_MS || 30000);
 const EVERY_MS = Number(process.env.EVERY_MS || 200);
+// RCLUSTER_RR_OFFLOAD=0: every connection goes through the primary's dispatcher.
+const EXACT = process.env.RCLUSTER_RR_OFFLOAD === '0';
 
 async function main() {
   const settings = { restart: 'always', minUptime: 0, backoffInitial: 10, backoffMax: 50, maxRestarts: 1e6 };
@@ -52,7 +55,10 @@ async function main() {
     }, null, 2));
     check(r.failed <= kills * CONCURRENCY, `failed requests (${r.failed}) <= kills x concurrency (${kills * CONCURRENCY})`);
     check(Object.keys(r.errors).every((c) => c === 'ECONNRESET' || c === 'EPIPE'), 'failures are resets only (no timeout, no refusal)');
-    check(d.accepted === r.ok + r.failed, 'every client connection was accepted by the primary');
+    // With the rr offload (the default) workers accept what queues on the
+    // shared socket under load themselves: the primary accepts only the rest.
+    if (EXACT) check(d.accepted === r.ok + r.failed, 'every client connection was accepted by the primary');
+    else check(d.accepted <= r.ok + r.failed, 'the primary accepted no more connections than the clients opened');
     check(d.acknowledged + d.closed === d.accepted && d.held === 0, 'accepted = acknowledged + closed, nothing held');
     check(d.closed === 0, 'the primary closed nothing');
     check(after.fds <= base.fds + 2, `fds ${base.fds} -> ${after.fds}`);

@@ -17,7 +17,11 @@ const CONCURRENCY = Number(process.env.CONCURRENCY || 8);
 const STEP = Math.max(10000, Math.floor(N / 20));
 
 async function main() {
-  const p = run('reliability.js', [], { env: { WORKERS: String(WORKERS), PROTO: 'net' } });
+  // Every connection through the primary's dispatcher: the rr offload would
+  // let the workers accept most of them themselves.
+  const p = run('reliability.js', [], {
+    env: { WORKERS: String(WORKERS), PROTO: 'net', RCLUSTER_RR_OFFLOAD: process.env.RCLUSTER_RR_OFFLOAD || '0' },
+  });
   let ok = true;
   try {
     const { port, pid } = await p.next((m) => m.event === 'serving');
