@@ -18,6 +18,12 @@ const F = {
   EV_ERROR: 100,
   EV_DISCONNECT: 101,
 
+  // The id of a DISCONNECT frame from the primary's JavaScript: an end frame
+  // (DISCONNECT_END) follows, after the messages sent in the same stretch;
+  // the worker closes its channel once it has read it (lib/primary.js).
+  DISCONNECT_THEN_END: 1,
+  DISCONNECT_END: 2,
+
   FLAG_ADVANCED: 0x04,
   FLAG_HANDLE: 0x10,
   FLAG_BATCH: 0x20,

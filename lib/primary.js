@@ -769,7 +769,7 @@ Worker.prototype.disconnect = function disconnect() {
     let told = false;
     if (msg) {
       try {
-        msg.send(F.DISCONNECT, 0, DISCONNECT_THEN_END);
+        msg.send(F.DISCONNECT, 0, F.DISCONNECT_THEN_END);
         told = true;
       } catch (err) {
         // Gone: the reactor tells it instead. As in Node, a write that
@@ -789,15 +789,13 @@ Worker.prototype.disconnect = function disconnect() {
 // frame can come alone in a read, so it says that an end frame follows, sent
 // at the end of this synchronous stretch, after those messages: the worker
 // closes its channel once it has read it.
-const DISCONNECT_THEN_END = 1;
-const DISCONNECT_END = 2;
 
 function endDisconnect(proc) {
   if (typeof proc[ipc.kFlush] === 'function') proc[ipc.kFlush]();
   const msg = proc._msg;
   if (!msg) return;
   try {
-    msg.send(F.DISCONNECT, 0, DISCONNECT_END);
+    msg.send(F.DISCONNECT, 0, F.DISCONNECT_END);
   } catch {
     // The worker closed its end: its disconnect is on its way.
   }

@@ -120,8 +120,6 @@ function closeListen(key) {
 // primary.js): what the primary sent between the two is read and emitted
 // before the channel closes, as Node's worker emits the messages it read
 // with its disconnect.
-const DISCONNECT_THEN_END = 1;
-const DISCONNECT_END = 2;
 let endPending = false;
 let closeAtEnd = null; // then() of a close waiting for the end frame
 let endWait = null;
@@ -786,12 +784,12 @@ function onFrame(f) {
       break;
     }
     case F.DISCONNECT:
-      if (f.id === DISCONNECT_END) {
+      if (f.id === F.DISCONNECT_END) {
         endPending = false;
         if (closeAtEnd !== null) closeChannels(closeAtEnd);
         break;
       }
-      if (f.id === DISCONNECT_THEN_END && !primaryDisconnected) endPending = true;
+      if (f.id === F.DISCONNECT_THEN_END && !primaryDisconnected) endPending = true;
       // Once, whichever channel it came on.
       if (!primaryDisconnected) {
         primaryDisconnected = true;

@@ -66,6 +66,10 @@ pub enum Kind {
     /// worker -> primary: the worker's server for a listener closed (payload: u32).
     CloseListen = 7,
     /// primary -> worker: please disconnect (Node's `worker.disconnect()`).
+    /// The id is 0 from the reactor; from the primary's JavaScript, 1 says
+    /// that a second one with id 2 follows the messages sent in the same
+    /// stretch, and the worker closes its channel once it has read it
+    /// (`lib/frames.js`).
     Disconnect = 8,
     /// worker -> primary: the worker is exiting on purpose (sets `exitedAfterDisconnect`).
     ExitedAfterDisconnect = 9,
