@@ -84,7 +84,7 @@ class WorkerProcess extends EventEmitter {
           msg.close();
         }
         native.closeChannel(id);
-        then();
+        process.nextTick(then);
       },
     });
   }

@@ -70,7 +70,7 @@ function settle(target, callback, swallow, err) {
 /**
  * Adds IPC methods to `target` (an EventEmitter).
  * `io` = { write(data, flags, fd) -> queuedBytes, close(then), advanced, onMessage(message)? }
- * (`close` calls `then` once the channel is closed)
+ * (`close` calls `then` from a later tick, once the channel is closed)
  * (`data` is a Buffer, or the JSON text of messages as a string)
  * (`onMessage` sees each message sent without a handle, once it is written or
  * batched.)
@@ -202,9 +202,9 @@ function setupChannel(target, io) {
     flush();
     this.connected = false;
     unref();
-    // 'disconnect' once the channel is closed (the worker's may wait for
-    // the end of the primary's disconnect, lib/worker.js).
-    io.close(() => process.nextTick(() => markDisconnected(target)));
+    // 'disconnect' from a later tick, once the channel is closed (the
+    // worker's may wait for the end of the primary's disconnect, lib/worker.js).
+    io.close(() => markDisconnected(target));
   };
 
   target._refed = () => refed;

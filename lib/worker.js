@@ -121,30 +121,54 @@ function closeListen(key) {
 // before the channel closes, as Node's worker emits the messages it read
 // with its disconnect.
 let endPending = false;
-let closeAtEnd = null; // then() of a close waiting for the end frame
+let closeAtEnd = null; // done() of a close waiting for the end frame
 let endWait = null;
 const END_WAIT_MS = 1000;
 
-/** Closes both channels (the primary sees the worker disconnect), then calls `then`. */
-function closeChannels(then) {
-  if (endPending && typeof then === 'function') {
-    closeAtEnd = then;
-    // Keeps the loop alive until the end frame comes (the primary sends it
-    // at the end of its current stretch); a primary stuck longer than that
-    // is not waited for.
-    endWait = setTimeout(() => {
-      endPending = false;
-      closeChannels(then);
-    }, END_WAIT_MS);
-    return;
-  }
-  endPending = false;
-  closeAtEnd = null;
+function closeNow() {
   if (endWait !== null) clearTimeout(endWait);
   endWait = null;
+  endPending = false;
+  closeAtEnd = null;
   if (msgs !== null) msgs.close();
   chan.close();
-  if (typeof then === 'function') then();
+}
+
+/**
+ * Closes both channels (the primary sees the worker disconnect); `done`
+ * (process.disconnect()'s 'disconnect') is called from a later tick, the
+ * one Node's worker emits it from: after what was read with the disconnect.
+ */
+function closeChannels(done) {
+  if (typeof done !== 'function') {
+    closeNow();
+    return;
+  }
+  process.nextTick(() => {
+    if (!endPending) {
+      closeNow();
+      done();
+      return;
+    }
+    // The end frame was not in the same read: wait for it, keeping the
+    // loop alive (the primary sends it at the end of its current stretch;
+    // a primary stuck longer than that is not waited for).
+    closeAtEnd = done;
+    endWait = setTimeout(endDisconnect, END_WAIT_MS);
+  });
+}
+
+/**
+ * The primary's end frame came (or the wait for it ended). It is read after
+ * the messages it follows, which are emitted by now: 'disconnect' comes
+ * next, before what their listeners deferred to later ticks, as in Node.
+ */
+function endDisconnect() {
+  endPending = false;
+  const done = closeAtEnd;
+  if (done === null) return;
+  closeNow();
+  done();
 }
 
 function u32(n) {
@@ -785,8 +809,7 @@ function onFrame(f) {
     }
     case F.DISCONNECT:
       if (f.id === F.DISCONNECT_END) {
-        endPending = false;
-        if (closeAtEnd !== null) closeChannels(closeAtEnd);
+        endDisconnect();
         break;
       }
       if (f.id === F.DISCONNECT_THEN_END && !primaryDisconnected) endPending = true;
