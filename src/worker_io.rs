@@ -166,21 +166,27 @@ pub const PARENT_GRACE: Duration = Duration::from_millis(500);
 pub fn die_with_parent(ppid: i32) {
     #[cfg(target_os = "linux")]
     if !watch_parent(ppid) {
-        // SAFETY: prctl with PR_SET_PDEATHSIG takes an integer signal number.
-        unsafe {
-            libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            );
-        }
+        kill_with_parent();
     }
     // SAFETY: getppid has no preconditions.
     if ppid > 0 && unsafe { libc::getppid() } != ppid {
         // SAFETY: _exit ends the process without running anything else.
         unsafe { libc::_exit(0) };
+    }
+}
+
+/// The kernel SIGKILLs this process when its parent exits (`PR_SET_PDEATHSIG`).
+#[cfg(target_os = "linux")]
+fn kill_with_parent() {
+    // SAFETY: prctl with PR_SET_PDEATHSIG takes an integer signal number.
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
     }
 }
 
@@ -218,16 +224,7 @@ fn watch_parent(ppid: i32) -> bool {
                 }
                 if r < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
                     // Cannot watch: the hard stop is the parent-death signal.
-                    // SAFETY: as in die_with_parent.
-                    unsafe {
-                        libc::prctl(
-                            libc::PR_SET_PDEATHSIG,
-                            libc::SIGKILL as libc::c_ulong,
-                            0,
-                            0,
-                            0,
-                        );
-                    }
+                    kill_with_parent();
                     return;
                 }
             }
