@@ -28,7 +28,12 @@ both('exec, args, execArgv, cwd, silent, stdio, uid/gid, windowsHide, inspectPor
       E('TypeError', 'ERR_INVALID_ARG_TYPE', `The "options.gid" property must be int32. ${received('number (1.5)')}`),
       E('TypeError', 'ERR_INVALID_ARG_TYPE', `The "options.windowsHide" property must be of type boolean. ${received("string ('x')")}`),
       E('TypeError', 'ERR_INVALID_ARG_VALUE', "The property 'options.serialization' must be one of: undefined, 'json', 'advanced'. Received 'x'"),
+      E('TypeError', null, 'cluster.settings.execArgv is not iterable'),
+      E('TypeError', 'ERR_INVALID_ARG_VALUE', "The argument 'args[2]' must be a string without null bytes. Received 'b\\x00c'"),
+      E('TypeError', 'ERR_INVALID_ARG_VALUE', "The property 'options.execArgv[1]' must be a string without null bytes. Received 'x\\x00'"),
+      E('TypeError', 'ERR_INVALID_ARG_VALUE', "The property 'options.env['A']' must be a string without null bytes. Received 'a\\x00b'"),
     ]);
+    assert.strictEqual(r.stringExecArgv, 'TypeError');
     assert.deepStrictEqual(r.workersAfterErrors, []);
 
     const w = r.workers;
@@ -66,6 +71,10 @@ both('exec, args, execArgv, cwd, silent, stdio, uid/gid, windowsHide, inspectPor
     // stdio as a string: 'ignore' for 0-2, plus the channel.
     assert.deepStrictEqual(w['stdio-string'].report.fds, ['/dev/null', '/dev/null', '/dev/null']);
     assert.deepStrictEqual(w['stdio-string'].streams, [null, null, null]);
+
+    // Arguments that are not strings: their strings in the worker, as given in spawnargs.
+    assert.deepStrictEqual(w.coerced.report.argv, ['--role', 'worker', '1', 'true', 'null']);
+    assert.deepStrictEqual(w.coerced.spawnargs, ['--role', 'worker', 1, true, null]);
 
     // uid/gid: as root, the worker runs as nobody with no supplementary groups.
     if (r.root) {

@@ -58,4 +58,5 @@ module.exports = {
     make(TypeError, 'ERR_INVALID_HANDLE_TYPE', 'This handle type cannot be sent'),
   unknownSignal: (sig) => make(TypeError, 'ERR_UNKNOWN_SIGNAL', `Unknown signal: ${sig}`),
   make,
+  describe,
 };

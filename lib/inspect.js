@@ -56,7 +56,16 @@ function nextPort(inspectPort) {
 
 /** The execArgv of the next worker. */
 function inspectArgv(settings) {
-  const execArgv = [...(settings.execArgv || [])];
+  const list = settings.execArgv == null ? [] : settings.execArgv;
+  // As Node's fork() fails on one that is not an array (setupPrimary() takes it).
+  if (typeof list === 'string') {
+    throw errors.make(TypeError, 'ERR_INVALID_ARG_TYPE',
+      `The "cluster.settings.execArgv" property must be an instance of Array.${errors.describe(list)}`);
+  }
+  if (typeof list[Symbol.iterator] !== 'function') {
+    throw new TypeError('cluster.settings.execArgv is not iterable');
+  }
+  const execArgv = [...list];
   if (settings.inspectPort === null) throw badPort(null);
   if (usingInspector(execArgv)) execArgv.push(`--inspect-port=${nextPort(settings.inspectPort)}`);
   return execArgv;

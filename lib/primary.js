@@ -73,9 +73,10 @@ cluster.setupPrimary = function setupPrimary(options) {
     ...cluster.settings,
     ...options,
   };
-  // V8 profiles: one log file per process, as Node arranges.
-  if (settings.execArgv.some((s) => s.startsWith('--prof')) &&
-      !settings.execArgv.some((s) => s.startsWith('--logfile='))) {
+  // V8 profiles: one log file per process, as Node arranges. Called the way
+  // Node's primordials call them, so that an odd execArgv (a string, a
+  // number) is only refused by fork(), as in Node.
+  if (anyStartsWith(settings.execArgv, '--prof') && !anyStartsWith(settings.execArgv, '--logfile=')) {
     settings.execArgv = [...settings.execArgv, '--logfile=v8-%p.log'];
   }
   cluster.settings = settings;
@@ -164,6 +165,27 @@ function validatedPath(value, name) {
       `The argument '${name}' must be a string, Uint8Array, or URL without null bytes. Received ${util.inspect(str)}`);
   }
   return str;
+}
+
+function anyStartsWith(list, prefix) {
+  return Array.prototype.some.call(list, (s) => String.prototype.startsWith.call(s, prefix));
+}
+
+// Node's spawn refuses a string argument with a NUL byte in it...
+function nullCheck(value, name) {
+  if (typeof value === 'string' && value.includes('\u0000')) {
+    let shown = util.inspect(value);
+    if (shown.length > 128) shown = `${shown.slice(0, 128)}...`;
+    const what = name.includes('.') ? 'property' : 'argument';
+    throw errors.make(TypeError, 'ERR_INVALID_ARG_VALUE',
+      `The ${what} '${name}' must be a string without null bytes. Received ${shown}`);
+  }
+}
+
+// ...and passes any other value as its string (a Symbol throws, as there).
+function argStrings(list, name, offset = 0) {
+  list.forEach((v, i) => nullCheck(v, `${name}[${i + offset}]`));
+  return list.map((v) => `${v}`);
 }
 
 function isInt32(v) {
@@ -305,6 +327,9 @@ function createWorkerProcess(id, env, overrides, agent = false) {
     throw errors.make(TypeError, 'ERR_INVALID_ARG_TYPE',
       `The "args" argument must be an instance of Array.${received(args)}`);
   }
+  // fork() checks execArgv, then spawn() the whole command line.
+  const execArgvText = argStrings(execArgv, 'options.execArgv');
+  const argsText = argStrings(args, 'args', execArgv.length + 1);
   const stdio = stdioFor(settings);
   // The message channel goes on the fd after the last stdio slot.
   const stdioLength = stdio.length;
@@ -319,6 +344,12 @@ function createWorkerProcess(id, env, overrides, agent = false) {
   if (settings.windowsHide != null && typeof settings.windowsHide !== 'boolean') {
     throw argTypeError('options.windowsHide', 'of type boolean', settings.windowsHide);
   }
+  const workerEnv = { ...process.env, ...env };
+  for (const key of Object.keys(workerEnv)) {
+    if (workerEnv[key] === undefined) continue;
+    nullCheck(key, `options.env['${key}']`);
+    nullCheck(workerEnv[key], `options.env['${key}']`);
+  }
   const serialization = settings.serialization;
   if (![undefined, 'json', 'advanced'].includes(serialization)) {
     throw errors.make(TypeError, 'ERR_INVALID_ARG_VALUE',
@@ -328,7 +359,6 @@ function createWorkerProcess(id, env, overrides, agent = false) {
 
   const channelFd = stdio.indexOf(-4);
   const advanced = serialization === 'advanced';
-  const workerEnv = { ...process.env, ...env };
   workerEnv[ENV_KEY] = JSON.stringify({
     id,
     fd: channelFd,
@@ -352,7 +382,7 @@ function createWorkerProcess(id, env, overrides, agent = false) {
     gid: settings.gid == null ? undefined : settings.gid,
   });
   const userArgs = [...execArgv, exec, ...args];
-  const argv = [process.execPath, ...execArgv, '--require', BOOTSTRAP, exec, ...args];
+  const argv = [process.execPath, ...execArgvText, '--require', BOOTSTRAP, exec, ...argsText];
   const req = {
     file: process.execPath,
     args: argv,
