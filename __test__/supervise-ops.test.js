@@ -53,3 +53,16 @@ test('signals: SIGHUP reloads, SIGTERM drains and exits 0', { timeout: 30000 }, 
     await p.kill();
   }
 });
+
+for (const when of ['never', 'gone']) {
+  test(`reload() and shutdown() settle with no live worker (${when === 'never' ? 'none forked' : 'the only one exited'})`, { timeout: 20000 }, async () => {
+    const p = run('supervise-idle.js', [when]);
+    try {
+      await p.next((m) => m.event === 'shut-down');
+      assert.deepStrictEqual(p.lines.map((m) => m.event), when === 'gone' ? ['exit', 'reloaded', 'shut-down'] : ['reloaded', 'shut-down']);
+      assert.deepStrictEqual(await p.done, { code: 0, signal: null });
+    } finally {
+      await p.kill();
+    }
+  });
+}

@@ -595,6 +595,25 @@ function remember(worker) {
  * drains. Resolves when every slot is done; rejects, keeping the old worker,
  * if a new worker fails to become ready.
  */
+// Keeps the primary alive while a reload() or shutdown() is under way: their
+// promises settle on the reactor's events, which hold the loop only while a
+// worker lives (a reload of a cluster whose workers are all gone, or never
+// were, must still settle).
+let holds = 0;
+let holdTimer = null;
+function holdLoop() {
+  if (holds++ === 0) holdTimer = setInterval(() => {}, TIMEOUT_MAX);
+  let released = false;
+  return () => {
+    if (released) return;
+    released = true;
+    if (--holds === 0) {
+      clearInterval(holdTimer);
+      holdTimer = null;
+    }
+  };
+}
+
 cluster.reload = function reload(options = {}) {
   const concurrency = options.concurrency === undefined ? 1 : options.concurrency;
   if (!Number.isInteger(concurrency) || concurrency < 1) {
@@ -602,7 +621,11 @@ cluster.reload = function reload(options = {}) {
       `The value of "options.concurrency" is out of range. It must be an integer >= 1. Received ${util.inspect(concurrency)}`));
   }
   return new Promise((resolve, reject) => {
-    pending.reload.push({ resolve, reject });
+    const release = holdLoop();
+    pending.reload.push({
+      resolve: () => { release(); resolve(); },
+      reject: (err) => { release(); reject(err); },
+    });
     getCore().reload(concurrency);
   });
 };
@@ -621,7 +644,8 @@ cluster.shutdown = function shutdown(options = {}) {
   shutDown = true;
   if (Object.keys(cluster.workers).length === 0) return Promise.resolve();
   return new Promise((resolve) => {
-    pending.shutdown.push(resolve);
+    const release = holdLoop();
+    pending.shutdown.push(() => { release(); resolve(); });
     getCore().shutdown(Math.min(timeout, 2 ** 31 - 1));
   });
 };
