@@ -12,7 +12,7 @@ both('worker.process is shaped like a forked ChildProcess', async (mod) => {
     const r = await p.next((m) => m.event === 'report');
     assert.deepStrictEqual(r.shape, {
       pid: 'number', emitter: true, methods: ['function', 'function', 'function', 'function', 'function'],
-      exitCode: null, signalCode: null, killed: false, connected: true, spawnfile: true,
+      dispose: 'function', exitCode: null, signalCode: null, killed: false, connected: true, spawnfile: true,
       // [execPath, ...execArgv, exec, ...args], as fork() has it.
       spawnargs: [r.execPath, '--no-warnings', r.file, 'a1'],
       // stdin/stdout/stderr and stdio[] are null unless piped; stdio has the channel slot too.
@@ -20,6 +20,7 @@ both('worker.process is shaped like a forked ChildProcess', async (mod) => {
     });
     assert.deepStrictEqual(r.badSignal, ['TypeError', 'ERR_UNKNOWN_SIGNAL', 'Unknown signal: SIGBOGUS']);
     assert.strictEqual(r.pidMatches, true);
+    assert.deepStrictEqual(r.dispose, [true, true]);
     // kill(0) succeeds and, as in Node, sets `killed`.
     assert.deepStrictEqual(r.kill0, [true, true]);
     assert.strictEqual(r.killTerm, true);

@@ -111,6 +111,12 @@ class WorkerProcess extends EventEmitter {
     return true;
   }
 
+  // `using w = ...` / `subprocess[Symbol.dispose]()`, as Node's ChildProcess
+  // (Node 20.5+): kill() with SIGTERM unless already killed.
+  [Symbol.dispose || Symbol.for('nodejs.dispose')]() {
+    if (!this.killed) this.kill();
+  }
+
   ref() {
     this._refed = true;
     if (this.exitCode === null && this.signalCode === null) this._onRefChange();
