@@ -21,6 +21,8 @@ both('worker.process is shaped like a forked ChildProcess', async (mod) => {
     assert.deepStrictEqual(r.badSignal, ['TypeError', 'ERR_UNKNOWN_SIGNAL', 'Unknown signal: SIGBOGUS']);
     assert.strictEqual(r.pidMatches, true);
     assert.deepStrictEqual(r.dispose, [true, true]);
+    // _channel, the deprecated alias of channel, on both ends.
+    assert.deepStrictEqual(r.legacyChannel, [true, true]);
     // kill(0) succeeds and, as in Node, sets `killed`.
     assert.deepStrictEqual(r.kill0, [true, true]);
     assert.strictEqual(r.killTerm, true);

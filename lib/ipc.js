@@ -122,6 +122,15 @@ function setupChannel(target, io) {
     unref() { refed = false; unref(); },
     get fd() { return undefined; },
   };
+  // The deprecated alias, as Node has it on both ends of a fork() channel.
+  const { deprecate } = require('util');
+  const DEP0129 = '_channel is deprecated. Use ChildProcess.channel instead.';
+  Object.defineProperty(target, '_channel', {
+    get: deprecate(() => target.channel, DEP0129, 'DEP0129'),
+    set: deprecate((value) => { target.channel = value; }, DEP0129, 'DEP0129'),
+    configurable: true,
+    enumerable: false,
+  });
 
   target.on('newListener', (event) => {
     if (event !== 'message') return;
