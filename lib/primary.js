@@ -589,12 +589,6 @@ function remember(worker) {
   if (recent.size > 64) recent.delete(recent.keys().next().value);
 }
 
-/**
- * Rolling reload (rcluster extension): every slot gets a new worker; the old
- * one stops receiving connections only once the new one is ready, then
- * drains. Resolves when every slot is done; rejects, keeping the old worker,
- * if a new worker fails to become ready.
- */
 // Keeps the primary alive while a reload() or shutdown() is under way: their
 // promises settle on the reactor's events, which hold the loop only while a
 // worker lives (a reload of a cluster whose workers are all gone, or never
@@ -614,6 +608,12 @@ function holdLoop() {
   };
 }
 
+/**
+ * Rolling reload (rcluster extension): every slot gets a new worker; the old
+ * one stops receiving connections only once the new one is ready, then
+ * drains. Resolves when every slot is done; rejects, keeping the old worker,
+ * if a new worker fails to become ready.
+ */
 cluster.reload = function reload(options = {}) {
   const concurrency = options.concurrency === undefined ? 1 : options.concurrency;
   if (!Number.isInteger(concurrency) || concurrency < 1) {
