@@ -23,6 +23,7 @@ both('worker.process is shaped like a forked ChildProcess', async (mod) => {
     assert.deepStrictEqual(r.dispose, [true, true]);
     // _channel, the deprecated alias of channel, on both ends.
     assert.deepStrictEqual(r.legacyChannel, [true, true]);
+    assert.deepStrictEqual(r.channelFd, [true, true]);
     // kill(0) succeeds and, as in Node, sets `killed`.
     assert.deepStrictEqual(r.kill0, [true, true]);
     assert.strictEqual(r.killTerm, true);

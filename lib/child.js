@@ -67,8 +67,10 @@ class WorkerProcess extends EventEmitter {
     this._msg = null;
     this._sendText = null; // _msg.textSender()
     this._split = false;
+    this._msgFd = undefined; // _msg's fd, for channel.fd
     ipc.setupChannel(this, {
       advanced,
+      fd: () => (this._msg === null ? undefined : this._msgFd),
       write: (data, flags, fd) => {
         if (!this._split) {
           return native.send(id, typeof data === 'string' ? Buffer.from(data, 'utf8') : data, flags, fd);

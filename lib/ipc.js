@@ -69,7 +69,7 @@ function settle(target, callback, swallow, err) {
 
 /**
  * Adds IPC methods to `target` (an EventEmitter).
- * `io` = { write(data, flags, fd) -> queuedBytes, close(then), advanced, onMessage(message)? }
+ * `io` = { write(data, flags, fd) -> queuedBytes, close(then), advanced, onMessage(message)?, fd()? }
  * (`close` calls `then` from a later tick, once the channel is closed)
  * (`data` is a Buffer, or the JSON text of messages as a string)
  * (`onMessage` sees each message sent without a handle, once it is written or
@@ -120,7 +120,9 @@ function setupChannel(target, io) {
   target.channel = {
     ref() { refed = true; ref(); },
     unref() { refed = false; unref(); },
-    get fd() { return undefined; },
+    // The channel socket's fd while open, as Node's `channel.fd` (a
+    // SOCK_SEQPACKET socket here, a stream socket in Node).
+    get fd() { return typeof io.fd === 'function' ? io.fd() : undefined; },
   };
   // The deprecated alias, as Node has it on both ends of a fork() channel.
   const { deprecate } = require('util');

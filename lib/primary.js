@@ -976,6 +976,7 @@ function openMessages(proc, id, fd) {
     return;
   }
   proc._msg = msg;
+  proc._msgFd = fd;
   proc._sendText = msg.textSender();
   proc._split = true;
 }

@@ -185,8 +185,10 @@ cluster._setupWorker = function setupWorker(cfg) {
   }
   const out = msgs || chan;
   const sendText = out.textSender();
+  const channelFd = msgs ? cfg.messages : cfg.fd;
   ipc.setupChannel(process, {
     advanced: !!cfg.advanced,
+    fd: () => channelFd,
     write: (data, flags, fd) => (typeof data === 'string'
       ? sendText(flags, data) : out.send(F.MESSAGE, flags, 0, data, fd)),
     // PM2's readiness signal, process.send('ready'), is also ours: called
