@@ -18,7 +18,9 @@ both('worker.process is shaped like a forked ChildProcess', async (mod) => {
       // stdin/stdout/stderr and stdio[] are null unless piped; stdio has the channel slot too.
       stdio: [true, true, true, true, true, true, true], stdioLength: 4,
     });
-    assert.deepStrictEqual(r.badSignal, ['TypeError', 'ERR_UNKNOWN_SIGNAL', 'Unknown signal: SIGBOGUS']);
+    // Unknown: names, null (only undefined means SIGTERM), objects (shown with %s), fractions, '0'.
+    assert.deepStrictEqual(r.badSignals, ['SIGBOGUS', 'null', '{}', '2.5', '0'].map((s) =>
+      ['TypeError', 'ERR_UNKNOWN_SIGNAL', `Unknown signal: ${s}`]));
     assert.strictEqual(r.pidMatches, true);
     assert.deepStrictEqual(r.dispose, [true, true]);
     // _channel, the deprecated alias of channel, on both ends.

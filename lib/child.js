@@ -16,14 +16,19 @@ for (const [name, num] of Object.entries(signals)) {
   if (!(num in signalNames)) signalNames[num] = name;
 }
 
+// As ChildProcess.prototype.kill() converts its argument: undefined is
+// SIGTERM, a number must name a signal (0 is kill()'s own case), a name is
+// looked up in upper case ('sigterm' works); anything else, null included,
+// is ERR_UNKNOWN_SIGNAL.
 function signalNumber(sig) {
-  if (sig === undefined || sig === null) return signals.SIGTERM;
+  if (sig === undefined) return signals.SIGTERM;
   if (typeof sig === 'number') {
     if (sig === 0 || sig in signalNames) return sig;
     throw errors.unknownSignal(sig);
   }
-  if (typeof sig === 'string' && Object.prototype.hasOwnProperty.call(signals, sig)) {
-    return signals[sig];
+  if (typeof sig === 'string') {
+    const name = sig.toUpperCase();
+    if (Object.prototype.hasOwnProperty.call(signals, name)) return signals[name];
   }
   throw errors.unknownSignal(sig);
 }

@@ -56,7 +56,8 @@ module.exports = {
   disconnected: () => make(Error, 'ERR_IPC_DISCONNECTED', 'IPC channel is already disconnected'),
   invalidHandleType: () =>
     make(TypeError, 'ERR_INVALID_HANDLE_TYPE', 'This handle type cannot be sent'),
-  unknownSignal: (sig) => make(TypeError, 'ERR_UNKNOWN_SIGNAL', `Unknown signal: ${sig}`),
+  // Node formats the value with %s (an object is inspected).
+  unknownSignal: (sig) => make(TypeError, 'ERR_UNKNOWN_SIGNAL', require('util').format('Unknown signal: %s', sig)),
   make,
   describe,
 };
