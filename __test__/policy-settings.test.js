@@ -44,6 +44,7 @@ test('an unknown policy name throws from setupPrimary() like a bad number', { ti
   try {
     const m = await p.next((l) => l.event === 'setup-error');
     assert.strictEqual(m.message, 'Bad cluster.schedulingPolicy: bogus');
+    assert.strictEqual(m.code, 'ERR_INTERNAL_ASSERTION', "the code of Node's own assertion");
   } finally {
     await p.kill();
   }

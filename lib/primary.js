@@ -91,7 +91,9 @@ cluster.setupPrimary = function setupPrimary(options) {
   if (settings.schedulingPolicy !== undefined) cluster.schedulingPolicy = settings.schedulingPolicy;
   schedulingPolicy = policyNumber(cluster.schedulingPolicy); // Frozen from here on.
   if (schedulingPolicy === undefined) {
-    throw new Error(`Bad cluster.schedulingPolicy: ${cluster.schedulingPolicy}`);
+    // Node's is an internal assertion (same code; its message goes on to
+    // blame Node.js itself).
+    throw errors.make(Error, 'ERR_INTERNAL_ASSERTION', `Bad cluster.schedulingPolicy: ${cluster.schedulingPolicy}`);
   }
   cluster.schedulingPolicy = schedulingPolicy;
   process.nextTick(() => cluster.emit('setup', settings));
