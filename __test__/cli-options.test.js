@@ -49,7 +49,8 @@ test('bad command lines: a clear message on stderr and exit code 2', () => {
     [['--frobnicate', app], /rcluster: unknown option '--frobnicate'/],
     [['-Z', app], /rcluster: unknown option '-Z'/],
     [['--workers', 'abc', app], /rcluster: --workers must be an integer from 1 to 1024, got 'abc'/],
-    [['-w', '0', app], /--workers must be an integer/],
+    [['-w', '1025', app], /--workers must be an integer from 1 to 1024, got '1025'/],
+    [['-w', '1.5', app], /--workers must be an integer/],
     [[], /rcluster: missing the app to run/],
     [['-w', '2'], /rcluster: missing the app to run/],
     [['no-such-app.js'], /rcluster: cannot find the app 'no-such-app\.js'/],
@@ -84,10 +85,19 @@ test('parsing: options end at the app, units, aliases, last one wins', () => {
   assert.strictEqual(r.values.workers, 4);
   assert.deepStrictEqual(r.appArgs, ['x']);
   r = cli.parse(['--workers', 'max', '--drain-timeout', '1.5m', '--backoff-factor', '1.5', '--node-arg=--trace-warnings', '--node-arg=--no-deprecation', app]);
-  assert.strictEqual(r.values.workers, require('os').availableParallelism());
+  const cpus = require('os').availableParallelism();
+  assert.strictEqual(r.values.workers, cpus);
   assert.strictEqual(r.values['drain-timeout'], 90000);
   assert.strictEqual(r.values['backoff-factor'], 1.5);
   assert.deepStrictEqual(r.values['node-arg'], ['--trace-warnings', '--no-deprecation']);
+  // PM2's -i: 0 is one per CPU too, -N that many fewer (at least one), as a
+  // separate value or joined.
+  assert.strictEqual(cli.parse(['-i', '0', app]).values.workers, cpus);
+  r = cli.parse(['-i', '-1', app, '-1']);
+  assert.strictEqual(r.values.workers, Math.max(1, cpus - 1));
+  assert.deepStrictEqual(r.appArgs, ['-1']);
+  assert.strictEqual(cli.parse(['--instances', '-64', app]).values.workers, 1);
+  assert.strictEqual(cli.parse(['--workers=-1', app]).values.workers, Math.max(1, cpus - 1));
   r = cli.parse([path.join(FIXTURES, 'cli-app')]);
   assert.strictEqual(r.app, app, 'resolved the way `node cli-app` would');
 });

@@ -88,8 +88,12 @@ function oneOf(values) {
   };
 }
 
+// As PM2's -i: a count, 'max' or 0 for one per CPU, -N for N fewer than
+// that (at least one).
 function workersValue(v, flag) {
-  if (v === 'max') return os.availableParallelism();
+  const cpus = os.availableParallelism();
+  if (v === 'max' || v === '0') return cpus;
+  if (/^-\d+$/.test(v)) return Math.max(1, cpus + Number(v));
   return integer(1, 1024)(v, flag);
 }
 
@@ -104,7 +108,7 @@ function envPair(v, flag) {
 // lib/primary.js apply it, when `value` is undefined).
 const OPTIONS = [
   { name: 'workers', short: 'w', arg: 'n|max', def: 'os.availableParallelism()', parse: workersValue,
-    help: 'number of workers (also -i, as in PM2); "max" is one per CPU' },
+    help: 'number of workers (also -i, as in PM2); "max" or 0 is one per CPU, -N that many fewer' },
   { name: 'policy', short: 'p', arg: 'name', def: 'rr', parse: oneOf(POLICIES), key: 'schedulingPolicy',
     help: `connection dispatch policy: ${POLICIES.join(', ')}` },
   { section: 'Restart' },
@@ -238,10 +242,12 @@ require('cluster') and import 'node:cluster' return rcluster in that process.
 function parse(argv) {
   // Split at the app: options before it are ours, everything after is its own.
   let i = 0;
+  const ours = [];
   for (; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--') break;
     if (!a.startsWith('-') || a === '-') break;
+    ours.push(a);
     let opt;
     let inline = false;
     if (a.startsWith('--')) {
@@ -255,9 +261,14 @@ function parse(argv) {
       if (!opt) throw usage(`unknown option '-${a[1]}'`);
     }
     const target = opt.alias ? LONG.get(opt.alias) : opt;
-    if (!target.boolean && !inline) i++;
+    if (!target.boolean && !inline && i + 1 < argv.length) {
+      i++;
+      // A negative number as a separate value (PM2's `-i -1`): joined to
+      // its option, since parseArgs takes a leading '-' for an option.
+      if (/^-\d+$/.test(argv[i])) ours[ours.length - 1] = `--${opt.name}=${argv[i]}`;
+      else ours.push(argv[i]);
+    }
   }
-  const ours = argv.slice(0, i);
   let rest = argv.slice(i);
   if (rest[0] === '--') rest = rest.slice(1);
   const config = {};
