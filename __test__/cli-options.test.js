@@ -98,6 +98,11 @@ test('parsing: options end at the app, units, aliases, last one wins', () => {
   assert.deepStrictEqual(r.appArgs, ['-1']);
   assert.strictEqual(cli.parse(['--instances', '-64', app]).values.workers, 1);
   assert.strictEqual(cli.parse(['--workers=-1', app]).values.workers, Math.max(1, cpus - 1));
+  // PM2's flag names for ours.
+  r = cli.parse(['--max-memory-restart', '512M', '--listen-timeout=3s', '--exp-backoff-restart-delay', '250', app]);
+  assert.strictEqual(r.values['max-memory'], 512 * 1024 * 1024);
+  assert.strictEqual(r.values['ready-timeout'], 3000);
+  assert.strictEqual(r.values['backoff-initial'], 250);
   r = cli.parse([path.join(FIXTURES, 'cli-app')]);
   assert.strictEqual(r.app, app, 'resolved the way `node cli-app` would');
 });

@@ -177,8 +177,14 @@ function hostPort(v, flag) {
   return { host: m[1] || m[2] || '127.0.0.1', port };
 }
 
-// `-i` is PM2's spelling of --workers.
-const ALIASES = { instances: { name: 'instances', short: 'i', alias: 'workers' } };
+// PM2's spellings: `-i`/`--instances` for --workers, and the names of its
+// flags that mean what one of ours does.
+const ALIASES = {
+  instances: { name: 'instances', short: 'i', alias: 'workers' },
+  'max-memory-restart': { name: 'max-memory-restart', alias: 'max-memory' },
+  'listen-timeout': { name: 'listen-timeout', alias: 'ready-timeout' },
+  'exp-backoff-restart-delay': { name: 'exp-backoff-restart-delay', alias: 'backoff-initial' },
+};
 
 const LONG = new Map();
 const SHORT = new Map();
