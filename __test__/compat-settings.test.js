@@ -72,6 +72,8 @@ both('exec, args, execArgv, cwd, silent, stdio, uid/gid, windowsHide, inspectPor
     assert.deepStrictEqual(w['stdio-string'].report.fds, ['/dev/null', '/dev/null', '/dev/null']);
     assert.deepStrictEqual(w['stdio-string'].streams, [null, null, null]);
 
+    // Node's channel variables given in env: overridden, then removed.
+    assert.deepStrictEqual(w['channel-env'].report.env, [false, false]);
     // Arguments that are not strings: their strings in the worker, as given in spawnargs.
     assert.deepStrictEqual(w.coerced.report.argv, ['--role', 'worker', '1', 'true', 'null']);
     assert.deepStrictEqual(w.coerced.spawnargs, ['--role', 'worker', 1, true, null]);

@@ -352,6 +352,11 @@ function createWorkerProcess(id, env, overrides, agent = false) {
     nullCheck(key, `options.env['${key}']`);
     nullCheck(workerEnv[key], `options.env['${key}']`);
   }
+  // Node's fork() sets these to its own channel (and its cluster's worker id)
+  // over any value given, and the worker's Node reads and removes them. This
+  // worker has no such channel: a value passed in `env` (or inherited) must
+  // neither make its Node open a channel on a stray fd nor reach its code.
+  for (const key of ['NODE_CHANNEL_FD', 'NODE_CHANNEL_SERIALIZATION_MODE', 'NODE_UNIQUE_ID']) delete workerEnv[key];
   const serialization = settings.serialization;
   if (![undefined, 'json', 'advanced'].includes(serialization)) {
     throw errors.make(TypeError, 'ERR_INVALID_ARG_VALUE',
