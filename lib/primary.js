@@ -596,10 +596,11 @@ function remember(worker) {
   if (recent.size > 64) recent.delete(recent.keys().next().value);
 }
 
-// Keeps the primary alive while a reload() or shutdown() is under way: their
-// promises settle on the reactor's events, which hold the loop only while a
-// worker lives (a reload of a cluster whose workers are all gone, or never
-// were, must still settle).
+// Keeps the primary's event loop alive until the returned release() is
+// called: while a reload() or shutdown() is under way (their promises settle
+// on the reactor's events, which hold the loop only while a worker lives; a
+// reload of a cluster whose workers are all gone, or never were, must still
+// settle), and while a slot waits out its restart delay.
 let holds = 0;
 let holdTimer = null;
 function holdLoop() {
@@ -755,14 +756,12 @@ const SUPERVISOR_EVENTS = new Set([
 
 // While a slot waits out its restart delay no worker process exists to keep
 // the primary alive (a ChildProcess would in Node): hold the loop open.
-const scheduled = new Set();
-let waiting = null;
+const scheduled = new Map(); // slot -> release() of its holdLoop()
 function restartPending(slot, on) {
-  if (on) scheduled.add(slot); else scheduled.delete(slot);
-  if (scheduled.size > 0 && waiting === null) waiting = setInterval(() => {}, TIMEOUT_MAX);
-  if (scheduled.size === 0 && waiting !== null) {
-    clearInterval(waiting);
-    waiting = null;
+  if (on && !scheduled.has(slot)) scheduled.set(slot, holdLoop());
+  if (!on && scheduled.has(slot)) {
+    scheduled.get(slot)();
+    scheduled.delete(slot);
   }
 }
 
