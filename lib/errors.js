@@ -49,9 +49,13 @@ module.exports = {
   invalidArgType: (name, types, value) =>
     make(TypeError, 'ERR_INVALID_ARG_TYPE',
       `The "${name}" argument must be ${typeList(types)}.${describe(value)}`),
-  invalidArgValue: (name, value, reason) =>
-    make(TypeError, 'ERR_INVALID_ARG_VALUE',
-      `The argument '${name}' ${reason || 'is invalid'}. Received ${require('util').inspect(value)}`),
+  // Node's wording: 'property' for a dotted name, the value inspected and cut at 128 characters.
+  invalidArgValue: (name, value, reason = 'is invalid') => {
+    let shown = require('util').inspect(value);
+    if (shown.length > 128) shown = `${shown.slice(0, 128)}...`;
+    return make(TypeError, 'ERR_INVALID_ARG_VALUE',
+      `The ${name.includes('.') ? 'property' : 'argument'} '${name}' ${reason}. Received ${shown}`);
+  },
   channelClosed: () => make(Error, 'ERR_IPC_CHANNEL_CLOSED', 'Channel closed'),
   disconnected: () => make(Error, 'ERR_IPC_DISCONNECTED', 'IPC channel is already disconnected'),
   invalidHandleType: () =>

@@ -152,8 +152,7 @@ function argTypeError(name, expected, value) {
 }
 
 function badStdio(value) {
-  return errors.make(TypeError, 'ERR_INVALID_ARG_VALUE',
-    `The argument 'stdio' is invalid. Received ${util.inspect(value)}`);
+  return errors.invalidArgValue('stdio', value);
 }
 
 function validatedPath(value, name) {
@@ -163,8 +162,7 @@ function validatedPath(value, name) {
   }
   const str = String(value);
   if (str.includes('\u0000')) {
-    throw errors.make(TypeError, 'ERR_INVALID_ARG_VALUE',
-      `The argument '${name}' must be a string, Uint8Array, or URL without null bytes. Received ${util.inspect(str)}`);
+    throw errors.invalidArgValue(name, str, 'must be a string, Uint8Array, or URL without null bytes');
   }
   return str;
 }
@@ -176,11 +174,7 @@ function anyStartsWith(list, prefix) {
 // Node's spawn refuses a string argument with a NUL byte in it...
 function nullCheck(value, name) {
   if (typeof value === 'string' && value.includes('\u0000')) {
-    let shown = util.inspect(value);
-    if (shown.length > 128) shown = `${shown.slice(0, 128)}...`;
-    const what = name.includes('.') ? 'property' : 'argument';
-    throw errors.make(TypeError, 'ERR_INVALID_ARG_VALUE',
-      `The ${what} '${name}' must be a string without null bytes. Received ${shown}`);
+    throw errors.invalidArgValue(name, value, 'must be a string without null bytes');
   }
 }
 
@@ -289,13 +283,12 @@ function supervisionFor(settings, overrides) {
       else if (v === false) out.restart = 'never';
       else if (RESTART_MODES.includes(v)) out.restart = v;
       else {
-        throw errors.make(TypeError, 'ERR_INVALID_ARG_VALUE',
-          `The property 'settings.restart' must be one of: ${RESTART_MODES.map((m) => `'${m}'`).join(', ')}, true, false. Received ${util.inspect(v)}`);
+        throw errors.invalidArgValue('settings.restart', v,
+          `must be one of: ${RESTART_MODES.map((m) => `'${m}'`).join(', ')}, true, false`);
       }
     } else if (key === 'readiness') {
       if (v !== 'listening' && v !== 'message') {
-        throw errors.make(TypeError, 'ERR_INVALID_ARG_VALUE',
-          `The property 'settings.readiness' must be one of: 'listening', 'message'. Received ${util.inspect(v)}`);
+        throw errors.invalidArgValue('settings.readiness', v, "must be one of: 'listening', 'message'");
       }
       out.readiness = v;
     } else if (key === 'stopExitCodes') {
@@ -359,9 +352,8 @@ function createWorkerProcess(id, env, overrides, agent = false) {
   for (const key of ['NODE_CHANNEL_FD', 'NODE_CHANNEL_SERIALIZATION_MODE', 'NODE_UNIQUE_ID']) delete workerEnv[key];
   const serialization = settings.serialization;
   if (![undefined, 'json', 'advanced'].includes(serialization)) {
-    throw errors.make(TypeError, 'ERR_INVALID_ARG_VALUE',
-      "The property 'options.serialization' must be one of: undefined, 'json', 'advanced'." +
-      ` Received ${util.inspect(serialization)}`);
+    throw errors.invalidArgValue('options.serialization', serialization,
+      "must be one of: undefined, 'json', 'advanced'");
   }
 
   const channelFd = stdio.indexOf(-4);

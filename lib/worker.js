@@ -292,8 +292,7 @@ function flushRelays() {
 function relayTarget(target) {
   if (target === 'agent') return AGENT;
   if (Number.isInteger(target) && target > 0 && target < AGENT) return target;
-  throw errors().make(TypeError, 'ERR_INVALID_ARG_VALUE',
-    `The argument 'target' must be a worker id (a positive integer) or 'agent'. Received ${require('util').inspect(target)}`);
+  throw errors().invalidArgValue('target', target, "must be a worker id (a positive integer) or 'agent'");
 }
 
 function relay(target, message, callback) {
@@ -694,8 +693,8 @@ function policyName(value) {
     return POLICY_NAMES[value - 1];
   }
   if (POLICY_NAMES.includes(value)) return value;
-  throw errors().make(TypeError, 'ERR_INVALID_ARG_VALUE',
-    `The property 'options.schedulingPolicy' must be one of: ${POLICY_NAMES.map((n) => `'${n}'`).join(', ')}, or 1 to 5. Received ${require('util').inspect(value)}`);
+  throw errors().invalidArgValue('options.schedulingPolicy', value,
+    `must be one of: ${POLICY_NAMES.map((n) => `'${n}'`).join(', ')}, or 1 to 5`);
 }
 
 function listenPolicy(server) {
