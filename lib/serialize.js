@@ -4,14 +4,17 @@
 // serialization (`serialization: 'advanced'`). Errors surface exactly where
 // Node raises them: synchronously from `send()`.
 
-const errors = require('./errors');
 const { FLAG_ADVANCED } = require('./frames');
 
+// Loaded when an error is thrown: a worker's first message would pay for it
+// otherwise.
+const errors = () => require('./errors');
+
 function validate(message) {
-  if (message === undefined) throw errors.missingArgs('message');
+  if (message === undefined) throw errors().missingArgs('message');
   const t = typeof message;
   if (t !== 'string' && t !== 'object' && t !== 'number' && t !== 'boolean') {
-    throw errors.invalidArgType('message', ['string', 'object', 'number', 'boolean'], message);
+    throw errors().invalidArgType('message', ['string', 'object', 'number', 'boolean'], message);
   }
 }
 
