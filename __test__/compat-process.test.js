@@ -61,3 +61,25 @@ both('a worker that cannot be spawned: error (exitCode -errno), close, disconnec
     await p.kill();
   }
 });
+
+// Node's ChildProcess never emits 'close' after its parent called
+// disconnect() (nodejs/node#19433, open since 2018; #65646): its count of
+// things to close includes the channel, which only a close from the other
+// side counts. rcluster emits it, as documented ("after a process has ended
+// and the stdio streams of a child process have been closed").
+both('worker.process.disconnect() from the primary: the worker exits, then close', async (mod) => {
+  const p = run('compat-process-disconnect.js', [], { env: { MODULE: mod } });
+  try {
+    const r = await p.next((m) => m.event === 'report');
+    const expected = [
+      ['connected', false, false],
+      ['disconnect'],
+      ['exit', 0, null],
+    ];
+    if (mod !== 'cluster') expected.push(['close', 0, null]);
+    assert.deepStrictEqual(r.events, expected);
+    assert.strictEqual(r.ead, false);
+  } finally {
+    await p.kill();
+  }
+});
