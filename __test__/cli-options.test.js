@@ -59,7 +59,7 @@ test('bad command lines: a clear message on stderr and exit code 2', () => {
     [['--min-uptime', '5 parsecs', app], /--min-uptime must be a duration/],
     [['--max-memory', '12Q', app], /--max-memory must be a size/],
     [['--env', 'NOVALUE', app], /--env must be KEY=VALUE, got 'NOVALUE'/],
-    [['--node-arg', '--inspect', app], /argument is ambiguous[^]*--node-arg=-XYZ/],
+    [['-e', 'out.log', app], /--env must be KEY=VALUE, got 'out\.log' \(PM2's -e <file> is --error <file> here\)/],
     [['--log-dir', '/tmp/x', '--output', '/tmp/y', app], /--log-dir cannot be combined with --output or --error/],
     [['--workers'], /option '-w, --workers <value>' argument missing/],
   ];
@@ -103,6 +103,20 @@ test('parsing: options end at the app, units, aliases, last one wins', () => {
   assert.strictEqual(r.values['max-memory'], 512 * 1024 * 1024);
   assert.strictEqual(r.values['ready-timeout'], 3000);
   assert.strictEqual(r.values['backoff-initial'], 250);
+  // A node argument may follow --node-arg as a separate word; PM2's
+  // --node-args / --interpreter-args is one string of them.
+  r = cli.parse(['--node-arg', '--inspect=0', '--node-args', '--max-old-space-size=512  --trace-warnings',
+    '--interpreter-args=--no-deprecation', app, '--node-arg', 'x']);
+  assert.deepStrictEqual(r.values['node-arg'], ['--inspect=0', '--max-old-space-size=512', '--trace-warnings', '--no-deprecation']);
+  assert.deepStrictEqual(r.appArgs, ['--node-arg', 'x']);
+  // PM2's switches set ours, unless ours is given too.
+  r = cli.parse(['--wait-ready', '--no-autorestart', app]);
+  assert.strictEqual(r.values.readiness, 'message');
+  assert.strictEqual(r.values.restart, 'never');
+  r = cli.parse(['--readiness', 'listening', '--wait-ready', '--no-autorestart', '--restart=on-failure', app]);
+  assert.strictEqual(r.values.readiness, 'listening');
+  assert.strictEqual(r.values.restart, 'on-failure');
+  assert.strictEqual(cli.parse([app]).values.readiness, undefined);
   r = cli.parse([path.join(FIXTURES, 'cli-app')]);
   assert.strictEqual(r.app, app, 'resolved the way `node cli-app` would');
 });

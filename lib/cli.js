@@ -99,7 +99,10 @@ function workersValue(v, flag) {
 
 function envPair(v, flag) {
   const i = v.indexOf('=');
-  if (i <= 0) throw usage(`${flag} must be KEY=VALUE, got '${v}'`);
+  if (i <= 0) {
+    // PM2's `-e <file>` is its error log: ours is --error.
+    throw usage(`${flag} must be KEY=VALUE, got '${v}'${flag === '--env' ? " (PM2's -e <file> is --error <file> here)" : ''}`);
+  }
   return [v.slice(0, i), v.slice(i + 1)];
 }
 
@@ -152,7 +155,7 @@ const OPTIONS = [
   { section: 'Workers' },
   { name: 'env', short: 'e', arg: 'KEY=VALUE', def: '-', parse: envPair, multiple: true,
     help: 'environment variable for the workers (repeatable); workers also get NODE_APP_INSTANCE=0..n-1' },
-  { name: 'node-arg', arg: 'arg', def: '-', parse: (v) => v, multiple: true,
+  { name: 'node-arg', arg: 'arg', def: '-', parse: (v) => v, multiple: true, dashValue: true,
     help: 'argument for the workers\' node (repeatable), e.g. --node-arg=--max-old-space-size=512' },
   { name: 'output', short: 'o', arg: 'file', def: 'terminal', parse: (v) => v,
     help: "append the workers' stdout (and stderr, unless --error) to this file" },
@@ -177,13 +180,19 @@ function hostPort(v, flag) {
   return { host: m[1] || m[2] || '127.0.0.1', port };
 }
 
-// PM2's spellings: `-i`/`--instances` for --workers, and the names of its
-// flags that mean what one of ours does.
+// PM2's spellings: `-i`/`--instances` for --workers, the names of its flags
+// that mean what one of ours does (`split`: PM2's one string of
+// space-separated node arguments), and its switches that set one of ours
+// (`preset`, unless that option is given too).
 const ALIASES = {
   instances: { name: 'instances', short: 'i', alias: 'workers' },
   'max-memory-restart': { name: 'max-memory-restart', alias: 'max-memory' },
   'listen-timeout': { name: 'listen-timeout', alias: 'ready-timeout' },
   'exp-backoff-restart-delay': { name: 'exp-backoff-restart-delay', alias: 'backoff-initial' },
+  'node-args': { name: 'node-args', alias: 'node-arg', split: true },
+  'interpreter-args': { name: 'interpreter-args', alias: 'node-arg', split: true },
+  'wait-ready': { name: 'wait-ready', boolean: true, preset: ['readiness', 'message'] },
+  'no-autorestart': { name: 'no-autorestart', boolean: true, preset: ['restart', 'never'] },
 };
 
 const LONG = new Map();
@@ -231,6 +240,11 @@ every worker. Durations are in ms unless suffixed (500ms, 10s, 2m, 1h).
 Options:
 ${body.replace(/^\n/, '')}
 
+PM2's flag names work too: --instances, --max-memory-restart, --listen-timeout,
+--exp-backoff-restart-delay, --node-args and --interpreter-args (one string of
+node arguments), --wait-ready (--readiness message), --no-autorestart
+(--restart never).
+
 Signals:
   SIGHUP            rolling reload: one slot at a time, new worker ready before the old one drains
   SIGTERM, SIGINT   graceful stop within --shutdown-timeout, then exit 0 (a second one forces)
@@ -269,9 +283,12 @@ function parse(argv) {
     const target = opt.alias ? LONG.get(opt.alias) : opt;
     if (!target.boolean && !inline && i + 1 < argv.length) {
       i++;
-      // A negative number as a separate value (PM2's `-i -1`): joined to
-      // its option, since parseArgs takes a leading '-' for an option.
-      if (/^-\d+$/.test(argv[i])) ours[ours.length - 1] = `--${opt.name}=${argv[i]}`;
+      // A negative number as a separate value (PM2's `-i -1`), or a node
+      // argument: joined to its option, since parseArgs takes a leading '-'
+      // for an option.
+      if (/^-\d+$/.test(argv[i]) || (target.dashValue && argv[i].startsWith('-'))) {
+        ours[ours.length - 1] = `--${opt.name}=${argv[i]}`;
+      }
       else ours.push(argv[i]);
     }
   }
@@ -290,18 +307,25 @@ function parse(argv) {
     throw usage(err.message.replace(/^Option/, 'option'));
   }
   const values = {};
+  const presets = [];
   for (const [name, raw] of Object.entries(parsed.values)) {
     const o = LONG.get(name);
     const t = o.alias ? LONG.get(o.alias) : o;
     const flag = `--${t.name}`;
-    if (t.boolean) {
+    if (o.preset) {
+      presets.push(o.preset);
+    } else if (t.boolean) {
       values[t.name] = raw === true || (Array.isArray(raw) && raw.includes(true));
     } else if (t.multiple) {
-      values[t.name] = [...(values[t.name] || []), ...raw.map((v) => t.parse(v, flag))];
+      const list = o.split ? raw.flatMap((v) => v.split(/\s+/).filter(Boolean)) : raw;
+      values[t.name] = [...(values[t.name] || []), ...list.map((v) => t.parse(v, flag))];
     } else {
       // The last one wins, as with most CLIs.
       values[t.name] = t.parse(raw[raw.length - 1], flag);
     }
+  }
+  for (const [name, value] of presets) {
+    if (values[name] === undefined) values[name] = LONG.get(name).parse(value, `--${name}`);
   }
   if (values.help || values.version) return { values, app: undefined, appArgs: [] };
   if (rest.length === 0) throw usage('missing the app to run (rcluster [options] app.js)');
