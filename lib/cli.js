@@ -288,8 +288,9 @@ function parse(argv) {
       // for an option.
       if (/^-\d+$/.test(argv[i]) || (target.dashValue && argv[i].startsWith('-'))) {
         ours[ours.length - 1] = `--${opt.name}=${argv[i]}`;
+      } else {
+        ours.push(argv[i]);
       }
-      else ours.push(argv[i]);
     }
   }
   let rest = argv.slice(i);
