@@ -62,6 +62,7 @@ test('bad command lines: a clear message on stderr and exit code 2', () => {
     [['-e', 'out.log', app], /--env must be KEY=VALUE, got 'out\.log' \(PM2's -e <file> is --error <file> here\)/],
     [['--log-dir', '/tmp/x', '--output', '/tmp/y', app], /--log-dir cannot be combined with --output or --error/],
     [['--workers'], /option '-w, --workers <value>' argument missing/],
+    [[path.join(FIXTURES, 'ecosystem', 'apps.json')], /rcluster: apps\.json describes 3 apps/],
   ];
   for (const [args, re] of cases) {
     const r = runSync(args);
@@ -119,6 +120,54 @@ test('parsing: options end at the app, units, aliases, last one wins', () => {
   assert.strictEqual(cli.parse([app]).values.readiness, undefined);
   r = cli.parse([path.join(FIXTURES, 'cli-app')]);
   assert.strictEqual(r.app, app, 'resolved the way `node cli-app` would');
+});
+
+test('a PM2 ecosystem file: its app, its keys as options, the command line winning', () => {
+  const dir = path.join(FIXTURES, 'ecosystem');
+  const eco = path.join(dir, 'ecosystem.config.js');
+  let r = cli.parse([eco]);
+  assert.strictEqual(r.app, path.join(FIXTURES, 'cli-app.js'), 'relative to its cwd, relative to the file');
+  assert.deepStrictEqual(r.appArgs, ['one', '--two']);
+  assert.deepStrictEqual({ ...r.values }, {
+    cwd: FIXTURES, workers: 2, 'min-uptime': 2000, 'max-restarts': 5, 'backoff-initial': 250, 'max-memory': 512 * 1024 * 1024,
+    'ready-timeout': 9000, 'kill-timeout': 2000, 'stop-exit-codes': [3],
+    'node-arg': ['--max-old-space-size=100', '--no-deprecation'],
+    env: [['EXTRA', 'from-ecosystem'], ['NUMBER', '7']],
+  });
+  assert.deepStrictEqual(r.warnings, ['ecosystem.config.js: ignored (no equivalent here): watch, cron_restart']);
+  // The command line wins; arguments after the file replace its args.
+  r = cli.parse(['-i', '3', '--node-arg=--trace-warnings', '--max-restarts', '1', eco, 'x']);
+  assert.strictEqual(r.values.workers, 3);
+  assert.strictEqual(r.values['max-restarts'], 1);
+  assert.deepStrictEqual(r.values['node-arg'], ['--trace-warnings']);
+  assert.strictEqual(r.values['min-uptime'], 2000);
+  assert.deepStrictEqual(r.appArgs, ['x']);
+  // Several apps: --only picks one. Its relative paths are its cwd's, and
+  // the cwd is the file's.
+  const json = path.join(dir, 'apps.json');
+  assert.throws(() => cli.parse([json]),
+    /apps\.json describes 3 apps \(web, bad, fork\); rcluster runs one: pick it with --only <name>/);
+  r = cli.parse(['--only', 'web', json]);
+  assert.strictEqual(r.app, path.join(FIXTURES, 'cli-app.js'));
+  assert.strictEqual(r.values.cwd, FIXTURES);
+  assert.strictEqual(r.values.workers, require('os').availableParallelism());
+  assert.strictEqual(r.values.restart, 'never');
+  assert.strictEqual(r.values.readiness, 'message');
+  assert.deepStrictEqual(r.values['node-arg'], ['--trace-warnings']);
+  assert.strictEqual(r.values.output, path.join(FIXTURES, 'logs', 'web.out.log'));
+  assert.strictEqual(r.values.error, path.join(FIXTURES, 'logs', 'web.err.log'));
+  assert.deepStrictEqual(r.warnings, []);
+  assert.throws(() => cli.parse(['--only', 'bad', json]), /apps\.json: instances must be an integer from 1 to 1024, got 'lots'/);
+  assert.throws(() => cli.parse(['--only', 'nope', json]), /apps\.json has no app named 'nope' \(apps: web, bad, fork\)/);
+  assert.deepStrictEqual(cli.parse(['--only', 'fork', json]).warnings,
+    ["apps.json: ignored (no equivalent here): exec_mode 'fork' (rcluster runs cluster mode)"]);
+  assert.throws(() => cli.parse(['--only', 'web', path.join(FIXTURES, 'cli-app.js')]), /--only picks an app of an ecosystem file/);
+  // --cwd and --stop-exit-codes on the command line.
+  r = cli.parse(['--cwd', dir, '--stop-exit-codes', '0, 3,143', path.join(FIXTURES, 'cli-app.js')]);
+  assert.strictEqual(r.values.cwd, dir);
+  assert.deepStrictEqual(r.values['stop-exit-codes'], [0, 3, 143]);
+  assert.throws(() => cli.parse(['--cwd', path.join(dir, 'nope'), eco]), /--cwd: no such directory/);
+  assert.throws(() => cli.parse(['--stop-exit-codes', '1,x', eco]), /--stop-exit-codes must be exit codes \(0-255\) separated by commas, got '1,x'/);
 });
 
 test('--version', () => {

@@ -69,3 +69,28 @@ test('an ES module app on 2 workers: import cluster from "node:cluster" is rclus
     await p.kill();
   }
 });
+
+test('rcluster ecosystem.config.js: the app PM2 would run, with its instances, args, env, cwd and node_args', { timeout: 30000 }, async () => {
+  const eco = require('path').join(__dirname, 'fixtures', 'ecosystem', 'ecosystem.config.js');
+  const p = cli([eco]);
+  try {
+    await p.next((m) => m.event === 'listening' && p.lines.filter((x) => x.event === 'listening').length === 2);
+    const workers = p.lines.filter((m) => m.event === 'listening');
+    assert.deepStrictEqual(workers.map((w) => w.instance).sort(), ['0', '1']);
+    for (const w of workers) {
+      assert.strictEqual(w.rcluster, true);
+      assert.strictEqual(w.extra, 'from-ecosystem');
+      assert.deepStrictEqual(w.argv, ['one', '--two']);
+      assert.deepStrictEqual(w.execArgv, ['--max-old-space-size=100', '--no-deprecation']);
+      assert.strictEqual(w.cwd, require('path').join(__dirname, 'fixtures'), 'cwd: relative to the file');
+    }
+    await distinctPids(workers[0].port, 2);
+    await stderrMatch(p, /ecosystem\.config\.js: ignored \(no equivalent here\): watch, cron_restart/);
+    await stderrMatch(p, /started .*cli-app\.js on 2 workers/);
+    p.child.kill('SIGTERM');
+    const { code } = await p.done;
+    assert.strictEqual(code, 0, p.stderr());
+  } finally {
+    await p.kill();
+  }
+});

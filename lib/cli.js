@@ -24,11 +24,15 @@
 //   a failed worker, 2 on a usage error.
 // - Workers ignore the terminal's SIGINT (Ctrl-C reaches the whole process
 //   group): the primary drains them instead (lib/register-cli.js).
+// - A `.json` or `*.config.js` argument is a PM2 ecosystem file (PM2's rule),
+//   not an app: its app is run with its keys as options (lib/ecosystem.js);
+//   its relative paths are the file's, and the command line's flags win.
 
 const fs = require('fs');
 const os = require('os');
 const path = require('path');
 const util = require('util');
+const ecosystem = require('./ecosystem');
 
 const REGISTER_CLI = path.join(__dirname, 'register-cli.js');
 const POLICIES = ['rr', 'none', 'reuseport', 'least', 'hash'];
@@ -121,6 +125,8 @@ const OPTIONS = [
     help: 'a worker that exits sooner than this counts as a crash' },
   { name: 'max-restarts', arg: 'n', def: '16', parse: integer(0), key: 'maxRestarts',
     help: 'consecutive crashes after which the slot stops (crash loop)' },
+  { name: 'stop-exit-codes', arg: 'codes', def: '-', parse: exitCodes, key: 'stopExitCodes',
+    help: 'comma-separated exit codes that mean "stopped on purpose": never restarted' },
   { name: 'restart-delay', arg: 'ms', def: '0', parse: duration, key: 'restartDelay',
     help: 'delay before restarting a worker that ran at least --min-uptime' },
   { name: 'backoff-initial', arg: 'ms', def: '100', parse: duration, key: 'backoffInitial',
@@ -155,6 +161,8 @@ const OPTIONS = [
   { section: 'Workers' },
   { name: 'env', short: 'e', arg: 'KEY=VALUE', def: '-', parse: envPair, multiple: true,
     help: 'environment variable for the workers (repeatable); workers also get NODE_APP_INSTANCE=0..n-1' },
+  { name: 'cwd', arg: 'dir', def: '-', parse: directory, key: 'cwd',
+    help: "the workers' working directory (the app's path is still relative to the current one)" },
   { name: 'node-arg', arg: 'arg', def: '-', parse: (v) => v, multiple: true, dashValue: true,
     help: 'argument for the workers\' node (repeatable), e.g. --node-arg=--max-old-space-size=512' },
   { name: 'output', short: 'o', arg: 'file', def: 'terminal', parse: (v) => v,
@@ -166,11 +174,33 @@ const OPTIONS = [
   { section: 'Other' },
   { name: 'metrics', arg: 'host:port', def: 'off', parse: hostPort,
     help: 'serve cluster.metrics() (Prometheus text format) at http://host:port/metrics' },
+  { name: 'only', arg: 'name', def: '-', parse: (v) => v,
+    help: 'with an ecosystem file of several apps: the one to run (as in PM2)' },
   { name: 'quiet', short: 'q', def: 'false', boolean: true,
     help: 'no start-up table and no event lines (errors, crash loops and status still print)' },
   { name: 'help', short: 'h', def: '', boolean: true, help: 'show this help' },
   { name: 'version', short: 'v', def: '', boolean: true, help: 'show the version' },
 ];
+function exitCodes(v, flag) {
+  const codes = String(v).split(',').map((c) => c.trim()).filter((c) => c !== '');
+  if (codes.length === 0 || !codes.every((c) => /^\d+$/.test(c) && Number(c) <= 255)) {
+    throw usage(`${flag} must be exit codes (0-255) separated by commas, got '${v}'`);
+  }
+  return codes.map(Number);
+}
+
+function directory(v, flag) {
+  const dir = path.resolve(v);
+  let st;
+  try {
+    st = fs.statSync(dir);
+  } catch {
+    throw usage(`${flag}: no such directory '${v}'`);
+  }
+  if (!st.isDirectory()) throw usage(`${flag}: not a directory: '${v}'`);
+  return dir;
+}
+
 function hostPort(v, flag) {
   const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(v) || /^()()(\d+)$/.exec(v);
   const port = m ? Number(m[3]) : NaN;
@@ -232,6 +262,7 @@ function helpText() {
     return `  ${r[0].padEnd(width)}${wrap(r[1])}`;
   }).join('\n');
   return `Usage: rcluster [options] <app.js|app.mjs> [app arguments...]
+       rcluster [options] <ecosystem.config.js|file.json> (PM2's file: its app and options)
 
 Runs an unmodified Node server on N supervised workers (rcluster, a drop-in
 for node:cluster with a Rust core). The app's own server.listen() is shared by
@@ -330,11 +361,39 @@ function parse(argv) {
   }
   if (values.help || values.version) return { values, app: undefined, appArgs: [] };
   if (rest.length === 0) throw usage('missing the app to run (rcluster [options] app.js)');
+  let app;
+  let appArgs = rest.slice(1);
+  const warnings = [];
+  if (ecosystem.isConfigFile(rest[0])) {
+    const file = path.resolve(rest[0]);
+    let eco;
+    try {
+      eco = ecosystem.load(file, values.only);
+    } catch (err) {
+      throw usage(err.message);
+    }
+    // What the file sets, unless the command line does.
+    const fromFile = new Map();
+    for (const [name, value, label] of eco.options) {
+      if (values[name] !== undefined) continue;
+      const t = LONG.get(name);
+      const parsedValue = t.multiple ? value.map((v) => t.parse(v, label)) : t.parse(value, label);
+      fromFile.set(name, t.multiple ? [...(fromFile.get(name) || []), ...parsedValue] : parsedValue);
+    }
+    for (const [name, value] of fromFile) values[name] = value;
+    app = resolveApp(eco.app);
+    if (appArgs.length === 0) appArgs = eco.args;
+    if (eco.ignored.length > 0) {
+      warnings.push(`${path.basename(file)}: ignored (no equivalent here): ${eco.ignored.join(', ')}`);
+    }
+  } else {
+    if (values.only !== undefined) throw usage('--only picks an app of an ecosystem file');
+    app = resolveApp(rest[0]);
+  }
   if (values['log-dir'] !== undefined && (values.output !== undefined || values.error !== undefined)) {
     throw usage('--log-dir cannot be combined with --output or --error');
   }
-  const app = resolveApp(rest[0]);
-  return { values, app, appArgs: rest.slice(1) };
+  return { values, app, appArgs, warnings };
 }
 
 function resolveApp(name) {
@@ -762,6 +821,7 @@ function main(argv) {
     process.stdout.write(`rcluster ${require('../package.json').version} (node ${process.version})\n`);
     return;
   }
+  for (const w of parsed.warnings || []) process.stderr.write(`rcluster: ${w}\n`);
   try {
     run(parsed);
   } catch (err) {
