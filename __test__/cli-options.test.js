@@ -54,6 +54,8 @@ test('bad command lines: a clear message on stderr and exit code 2', () => {
     [[], /rcluster: missing the app to run/],
     [['-w', '2'], /rcluster: missing the app to run/],
     [['no-such-app.js'], /rcluster: cannot find the app 'no-such-app\.js'/],
+    [['start', app], /cannot find the app 'start' \(.*\) \(rcluster has no 'start' command: rcluster \[options\] app\.js\)/],
+    [['reload'], /rcluster has no 'reload' command: rcluster \[options\] app\.js; signals reload, stop and report status/],
     [['--policy', 'random', app], /--policy must be one of rr, none, reuseport, least, hash, got 'random'/],
     [['--restart', 'sometimes', app], /--restart must be one of always, on-failure, never/],
     [['--min-uptime', '5 parsecs', app], /--min-uptime must be a duration/],

@@ -396,6 +396,8 @@ function parse(argv) {
   return { values, app, appArgs, warnings };
 }
 
+const PM2_VERBS = new Set(['start', 'restart', 'reload', 'stop', 'delete', 'status', 'list', 'ls', 'logs', 'monit']);
+
 function resolveApp(name) {
   const abs = path.resolve(name);
   try {
@@ -406,7 +408,10 @@ function resolveApp(name) {
   try {
     return require.resolve(abs);
   } catch {
-    throw usage(`cannot find the app '${name}' (${abs})`);
+    // `rcluster start app.js`, by PM2 habit.
+    const verb = PM2_VERBS.has(name) ? ` (rcluster has no '${name}' command: rcluster [options] app.js${
+      name === 'start' ? '' : '; signals reload, stop and report status, see --help'})` : '';
+    throw usage(`cannot find the app '${name}' (${abs})${verb}`);
   }
 }
 
