@@ -65,6 +65,8 @@ test('bad command lines: a clear message on stderr and exit code 2', () => {
     [['--log-dir', '/tmp/x', '--output', '/tmp/y', app], /--log-dir cannot be combined with --output or --error/],
     [['--workers'], /option '-w, --workers <value>' argument missing/],
     [[path.join(FIXTURES, 'ecosystem', 'apps.json')], /rcluster: apps\.json describes 3 apps/],
+    [['--only', 'badenv', path.join(FIXTURES, 'ecosystem', 'more.json')], /rcluster: more\.json: env: must be an object of variables/],
+    [['--only', 'nocwd', path.join(FIXTURES, 'ecosystem', 'more.json')], /rcluster: more\.json: cwd: no such directory/],
   ];
   for (const [args, re] of cases) {
     const r = runSync(args);

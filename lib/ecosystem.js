@@ -36,7 +36,10 @@ const KEYS = {
   stop_exit_codes: ['stop-exit-codes', (v) => [].concat(v).join(',')],
   node_args: ['node-arg', words],
   interpreter_args: ['node-arg', words],
-  env: ['env', (v) => Object.entries(v || {}).map(([k, x]) => `${k}=${x}`)],
+  env: ['env', (v) => {
+    if (typeof v !== 'object' || Array.isArray(v)) throw new Error('must be an object of variables');
+    return Object.entries(v).map(([k, x]) => `${k}=${x}`);
+  }],
   out_file: ['output', text],
   output: ['output', text],
   error_file: ['error', text],
@@ -105,7 +108,12 @@ function load(file, only) {
       ignored.push(key);
       continue;
     }
-    let v = value === undefined || value === null ? undefined : map[1](value);
+    let v;
+    try {
+      v = value === undefined || value === null ? undefined : map[1](value);
+    } catch (err) {
+      throw new Error(`${base}: ${key}: ${err.message}`);
+    }
     if (v === undefined) continue;
     if (map[0] === 'output' || map[0] === 'error') v = at(v);
     options.push([map[0], v, `${base}: ${key}`]);
