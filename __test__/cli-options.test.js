@@ -161,6 +161,9 @@ test('a PM2 ecosystem file: its app, its keys as options, the command line winni
   assert.strictEqual(r.values.output, path.join(FIXTURES, 'logs', 'web.out.log'));
   assert.strictEqual(r.values.error, path.join(FIXTURES, 'logs', 'web.err.log'));
   assert.deepStrictEqual(r.warnings, []);
+  r = cli.parse(['--only', 'web', '--log-dir', dir, json]);
+  assert.strictEqual(r.values.output, undefined, '--log-dir replaces the file\'s log files');
+  assert.strictEqual(r.values['log-dir'], dir);
   assert.throws(() => cli.parse(['--only', 'bad', json]), /apps\.json: instances must be an integer from 1 to 1024, got 'lots'/);
   assert.throws(() => cli.parse(['--only', 'nope', json]), /apps\.json has no app named 'nope' \(apps: web, bad, fork\)/);
   assert.deepStrictEqual(cli.parse(['--only', 'fork', json]).warnings,

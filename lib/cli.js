@@ -376,6 +376,8 @@ function parse(argv) {
     const fromFile = new Map();
     for (const [name, value, label] of eco.options) {
       if (values[name] !== undefined) continue;
+      // --log-dir on the command line replaces the file's log files.
+      if ((name === 'output' || name === 'error') && values['log-dir'] !== undefined) continue;
       const t = LONG.get(name);
       const parsedValue = t.multiple ? value.map((v) => t.parse(v, label)) : t.parse(value, label);
       fromFile.set(name, t.multiple ? [...(fromFile.get(name) || []), ...parsedValue] : parsedValue);
