@@ -83,3 +83,18 @@ both('worker.process.disconnect() from the primary: the worker exits, then close
     await p.kill();
   }
 });
+
+// What holds the primary's loop (see DIFFERENCES.md: rcluster's are timers):
+// something while workers live, nothing of the module's once they are gone.
+both('the primary holds resources while its workers live, and none once they are gone', async (mod) => {
+  const p = run('compat-resources.js', [], { env: { MODULE: mod } });
+  try {
+    const r = await p.next((m) => m.event === 'report');
+    assert.deepStrictEqual(r.before, []);
+    assert.ok(r.during.length >= 4, r.during.join());
+    if (mod !== 'cluster') assert.ok(r.during.every((x) => x === 'Timeout'), r.during.join());
+    assert.deepStrictEqual(r.after, ['Timeout']);
+  } finally {
+    await p.kill();
+  }
+});
