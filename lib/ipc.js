@@ -5,7 +5,7 @@
 // `channel`, and the queueing of messages that arrive before anyone listens.
 // It is written against Node's documented behaviour of child_process IPC.
 
-const { FLAG_HANDLE, FLAG_BATCH } = require('./frames');
+const { FLAG_HANDLE, FLAG_BATCH, FLAG_ADVANCED } = require('./frames');
 const { later } = require('./inbox');
 
 // Loaded on first use, as in lib/worker.js: a worker's start does not wait
@@ -15,6 +15,19 @@ let handlesModule = null;
 const serialize = () => serializeModule || (serializeModule = require('./serialize'));
 const handles = () => handlesModule || (handlesModule = require('./handles'));
 const errors = () => require('./errors');
+
+/**
+ * Throws as Node's `send()` does for a message it cannot send (before any
+ * encoding). Here rather than in lib/serialize.js: a JSON message is sent and
+ * received without that module.
+ */
+function validate(message) {
+  if (message === undefined) throw errors().missingArgs('message');
+  const t = typeof message;
+  if (t !== 'string' && t !== 'object' && t !== 'number' && t !== 'boolean') {
+    throw errors().invalidArgType('message', ['string', 'object', 'number', 'boolean'], message);
+  }
+}
 
 const kPending = Symbol('rcluster.pendingMessages');
 const kKeepAlive = Symbol('rcluster.keepAlive');
@@ -166,8 +179,7 @@ function setupChannel(target, io) {
 
   // The unchecked form Node has too (legacy `options` boolean = swallowErrors).
   target._send = function _send(message, handle, options, callback) {
-    if (message === undefined) throw errors().missingArgs('message');
-    serialize().validate(message);
+    validate(message);
     if (typeof options === 'boolean') options = { swallowErrors: options };
     else if (options === undefined || options === null) options = {};
     const b = batch();
@@ -262,7 +274,8 @@ function deliver(target, data, flags, fd) {
   }
   let message;
   try {
-    message = serialize().decode(data, flags);
+    message = flags & FLAG_ADVANCED ? serialize().decode(data, flags) :
+      JSON.parse(typeof data === 'string' ? data : data.toString('utf8'));
   } catch (err) {
     if (fd >= 0) require('./native').closeFd(fd);
     throw err;
@@ -291,4 +304,4 @@ function failedWrite(target, err) {
   if (writeError(err).syscall === 'write') settle(target, undefined, false, err);
 }
 
-module.exports = { setupChannel, markDisconnected, deliver, isInternal, failedWrite, kKeepAlive, kFlush };
+module.exports = { setupChannel, markDisconnected, deliver, isInternal, failedWrite, validate, kKeepAlive, kFlush };

@@ -6,17 +6,7 @@
 
 const { FLAG_ADVANCED } = require('./frames');
 
-// Loaded when an error is thrown: a worker's first message would pay for it
-// otherwise.
-const errors = () => require('./errors');
-
-function validate(message) {
-  if (message === undefined) throw errors().missingArgs('message');
-  const t = typeof message;
-  if (t !== 'string' && t !== 'object' && t !== 'number' && t !== 'boolean') {
-    throw errors().invalidArgType('message', ['string', 'object', 'number', 'boolean'], message);
-  }
-}
+// (A message is checked before it gets here: `validate` in lib/ipc.js.)
 
 /** Encodes `message`; returns `[buffer, flags]`. Throws like Node on bad input. */
 function encode(message, advanced) {
@@ -30,4 +20,4 @@ function decode(data, flags) {
   return JSON.parse(typeof data === 'string' ? data : data.toString('utf8'));
 }
 
-module.exports = { validate, encode, decode };
+module.exports = { encode, decode };

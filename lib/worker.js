@@ -299,7 +299,7 @@ function relay(target, message, callback) {
   if (callback !== undefined && typeof callback !== 'function') {
     throw errors().invalidArgType('callback', ['function'], callback);
   }
-  serialize().validate(message);
+  ipc.validate(message);
   const batcher = relays();
   if (!callback && !config.advanced && chan !== null && batcher.accepts(target)) {
     batcher.join(JSON.stringify(message), undefined, target);
