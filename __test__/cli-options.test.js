@@ -133,7 +133,7 @@ test('a PM2 ecosystem file: its app, its keys as options, the command line winni
   assert.strictEqual(r.app, path.join(FIXTURES, 'cli-app.js'), 'relative to its cwd, relative to the file');
   assert.deepStrictEqual(r.appArgs, ['one', '--two']);
   assert.deepStrictEqual({ ...r.values }, {
-    cwd: FIXTURES, workers: 2, 'min-uptime': 2000, 'max-restarts': 5, 'backoff-initial': 250, 'max-memory': 512 * 1024 * 1024,
+    cwd: FIXTURES, name: 'api', workers: 2, 'min-uptime': 2000, 'max-restarts': 5, 'backoff-initial': 250, 'max-memory': 512 * 1024 * 1024,
     'ready-timeout': 9000, 'kill-timeout': 2000, 'stop-exit-codes': [3],
     'node-arg': ['--max-old-space-size=100', '--no-deprecation'],
     env: [['EXTRA', 'from-ecosystem'], ['NUMBER', '7']],

@@ -86,7 +86,7 @@ test('rcluster ecosystem.config.js: the app PM2 would run, with its instances, a
     }
     await distinctPids(workers[0].port, 2);
     await stderrMatch(p, /ecosystem\.config\.js: ignored \(no equivalent here\): watch, cron_restart/);
-    await stderrMatch(p, /started .*cli-app\.js on 2 workers/);
+    await stderrMatch(p, /started   api \(\S*cli-app\.js\) on 2 workers/);
     p.child.kill('SIGTERM');
     const { code } = await p.done;
     assert.strictEqual(code, 0, p.stderr());

@@ -174,6 +174,8 @@ const OPTIONS = [
   { section: 'Other' },
   { name: 'metrics', arg: 'host:port', def: 'off', parse: hostPort,
     help: 'serve cluster.metrics() (Prometheus text format) at http://host:port/metrics' },
+  { name: 'name', arg: 'name', def: '-', parse: (v) => v,
+    help: "the app's name in the start-up line (PM2's --name; an ecosystem file's app name)" },
   { name: 'only', arg: 'name', def: '-', parse: (v) => v,
     help: 'with an ecosystem file of several apps: the one to run (as in PM2)' },
   { name: 'quiet', short: 'q', def: 'false', boolean: true,
@@ -557,8 +559,10 @@ function run({ values, app, appArgs }) {
     startup = false;
     const rows = [...slots.entries()].map(([slot, s]) =>
       [slot, s.worker ? s.worker.id : '-', s.worker && s.worker.process.pid ? s.worker.process.pid : '-', slotState(s)]);
+    const file = path.relative(process.cwd(), app) || app;
+    const what = values.name !== undefined ? `${values.name} (${file})` : file;
     const lines = [
-      `${new Date().toISOString()} [rcluster] started   ${path.relative(process.cwd(), app) || app} on ${n} worker${n === 1 ? '' : 's'}` +
+      `${new Date().toISOString()} [rcluster] started   ${what} on ${n} worker${n === 1 ? '' : 's'}` +
         ` (policy ${POLICY_NAME()}, primary pid ${process.pid}, ${fmtDuration(Date.now() - t0)})`,
       table(['slot', 'worker', 'pid', 'state'], rows),
     ];

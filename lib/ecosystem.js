@@ -45,8 +45,8 @@ const KEYS = {
   error_file: ['error', text],
   error: ['error', text],
 };
-// Keys with nothing to do here: PM2's name for the app, the cluster mode
-// (rcluster's only one), and PM2's own log formatting.
+// Keys read above or with nothing to do here: the cluster mode (rcluster's
+// only one) and PM2's own log formatting.
 const SILENT = new Set(['name', 'script', 'args', 'cwd', 'exec_mode', 'merge_logs', 'combine_logs', 'time',
   'log_date_format']);
 
@@ -100,6 +100,7 @@ function load(file, only) {
   const at = (p) => path.resolve(cwd || dir, p);
   const options = [];
   if (cwd !== undefined) options.push(['cwd', cwd, `${base}: cwd`]);
+  if (typeof app.name === 'string' && app.name !== '') options.push(['name', app.name, `${base}: name`]);
   const ignored = [];
   for (const [key, value] of Object.entries(app)) {
     if (SILENT.has(key)) continue;
