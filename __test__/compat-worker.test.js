@@ -93,6 +93,14 @@ both("a worker's own disconnect()/destroy() waits for the primary's ack: the cha
       assert.strictEqual(c.channelAtExit, null, DO);
       assert.deepStrictEqual(c.exit, [0, null], DO);
     }
+    // After process.disconnect(), the worker's disconnect() cannot tell the
+    // primary (Node's send helper gives up on a closed channel): the flag
+    // stays false there.
+    const c = r['process-then-worker'];
+    assert.deepStrictEqual(c.messages, []);
+    assert.strictEqual(c.atDisconnect, false);
+    assert.strictEqual(c.atExit, false);
+    assert.deepStrictEqual(c.exit, [0, null]);
   } finally {
     await p.kill();
   }

@@ -81,6 +81,10 @@ function sendFrame(kind, payload, id = 0) {
 const leaveAcks = new Map(); // token -> then
 let leaveSeq = 0;
 function tellLeaving(then) {
+  // After process.disconnect() there is nothing to tell it on: as in Node,
+  // whose send helper gives up on a closed channel, the primary's flag stays
+  // false and `then` never runs (the channel is closing already).
+  if (!process.connected) return;
   if (msgs === null) {
     sendFrame(F.EXITED_AFTER_DISCONNECT, undefined);
     then();
