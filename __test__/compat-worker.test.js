@@ -101,6 +101,17 @@ both("a worker's own disconnect()/destroy() waits for the primary's ack: the cha
     assert.strictEqual(c.atDisconnect, false);
     assert.strictEqual(c.atExit, false);
     assert.deepStrictEqual(c.exit, [0, null]);
+    // The worker's process.disconnect() racing the primary's disconnect():
+    // Node's worker runs the primary's disconnect after its own and gets
+    // ERR_IPC_DISCONNECTED on process and worker (fatal without listeners);
+    // rcluster's leaves as after one disconnect (see DIFFERENCES.md).
+    const race = r['race-primary'];
+    for (const code of race.errors || []) assert.strictEqual(code, 'EPIPE');
+    assert.strictEqual(race.atExit, true);
+    assert.deepStrictEqual(race.exit, [0, null]);
+    const errors = p.lines.filter((m) => /^worker-(process-)?error$/.test(m.event));
+    if (mod === 'rcluster') assert.deepStrictEqual(errors, []);
+    else assert.ok(errors.every((e) => e.code === 'ERR_IPC_DISCONNECTED'), JSON.stringify(errors));
   } finally {
     await p.kill();
   }
