@@ -79,6 +79,10 @@ if (cfg !== undefined && ownsChannel(cfg)) {
   const cluster = require('./worker');
   globalThis[GLOBAL] = cluster;
   dropPrivileges(cfg);
+  // Loaded before process.send exists, as everything rcluster loads here:
+  // a hook on Module._load that reports modules over it (`node --watch`)
+  // hears about the program's modules only (lib/lazy.js).
+  const builtin = cfg.agent ? null : builtinWorkerFlavour();
   cluster._setupWorker(cfg);
 
   // Node's net and dgram modules consult the built-in cluster module to decide
@@ -86,8 +90,7 @@ if (cfg !== undefined && ownsChannel(cfg)) {
   // to rcluster.
   // The agent serves no connections through the primary: its servers (if
   // any) bind in the agent itself, so the built-in module stays as it is.
-  if (!cfg.agent) {
-    const builtin = builtinWorkerFlavour();
+  if (builtin !== null) {
     builtin.isWorker = true;
     builtin.isPrimary = false;
     builtin.isMaster = false;

@@ -3,6 +3,8 @@
 // Errors shaped like Node's internal ones (same `code`, same class, same
 // message wording), so programs that test `err.code` cannot tell the difference.
 
+const util = require('./lazy').once(() => require('util'));
+
 function make(Base, code, message) {
   const err = new Base(message);
   Object.defineProperty(err, 'code', {
@@ -29,9 +31,9 @@ function describe(value) {
     if (value.constructor && value.constructor.name) {
       return ` Received an instance of ${value.constructor.name}`;
     }
-    return ` Received ${require('util').inspect(value, { depth: -1 })}`;
+    return ` Received ${util().inspect(value, { depth: -1 })}`;
   }
-  let shown = require('util').inspect(value, { colors: false });
+  let shown = util().inspect(value, { colors: false });
   if (shown.length > 28) shown = `${shown.slice(0, 25)}...`;
   return ` Received type ${typeof value} (${shown})`;
 }
@@ -51,7 +53,7 @@ module.exports = {
       `The "${name}" argument must be ${typeList(types)}.${describe(value)}`),
   // Node's wording: 'property' for a dotted name, the value inspected and cut at 128 characters.
   invalidArgValue: (name, value, reason = 'is invalid') => {
-    let shown = require('util').inspect(value);
+    let shown = util().inspect(value);
     if (shown.length > 128) shown = `${shown.slice(0, 128)}...`;
     return make(TypeError, 'ERR_INVALID_ARG_VALUE',
       `The ${name.includes('.') ? 'property' : 'argument'} '${name}' ${reason}. Received ${shown}`);
@@ -61,7 +63,7 @@ module.exports = {
   invalidHandleType: () =>
     make(TypeError, 'ERR_INVALID_HANDLE_TYPE', 'This handle type cannot be sent'),
   // Node formats the value with %s (an object is inspected).
-  unknownSignal: (sig) => make(TypeError, 'ERR_UNKNOWN_SIGNAL', require('util').format('Unknown signal: %s', sig)),
+  unknownSignal: (sig) => make(TypeError, 'ERR_UNKNOWN_SIGNAL', util().format('Unknown signal: %s', sig)),
   make,
   describe,
 };

@@ -14,7 +14,9 @@
 const net = require('net');
 // dgram loads on first use: most workers never pass a UDP socket, and every
 // module loaded here is paid for in each worker's startup.
-const dgram = () => require('dgram');
+const lazy = require('./lazy');
+const dgram = lazy.once(() => require('dgram'));
+const errors = lazy.once(() => require('./errors'));
 const native = require('./native');
 
 const SOCKET = 0; // TCPConstants.SOCKET === PipeConstants.SOCKET
@@ -87,8 +89,7 @@ function describeForSend(handle) {
     return { type: 'dgram.Socket', fd: fdOf(h), extra: { dgramType: handle.type }, raw: h };
   }
   if (kind === 'UDP') return { type: 'dgram.Native', fd: handle.fd, extra: {}, raw: handle };
-  const errors = require('./errors');
-  throw errors.invalidHandleType();
+  throw errors().invalidHandleType();
 }
 
 /**

@@ -7,14 +7,17 @@
 
 const { FLAG_HANDLE, FLAG_BATCH, FLAG_ADVANCED } = require('./frames');
 const { later } = require('./inbox');
+const lazy = require('./lazy');
 
-// Loaded on first use, as in lib/worker.js: a worker's start does not wait
-// for the modules it needs only once it sends or receives a message.
-let serializeModule = null;
-let handlesModule = null;
-const serialize = () => serializeModule || (serializeModule = require('./serialize'));
-const handles = () => handlesModule || (handlesModule = require('./handles'));
-const errors = () => require('./errors');
+// Loaded on first use (lib/lazy.js): a worker's start does not wait for the
+// modules it needs only once it sends or receives a message.
+const serialize = lazy.once(() => require('./serialize'));
+const handles = lazy.once(() => require('./handles'));
+const errors = lazy.once(() => require('./errors'));
+const os = lazy.once(() => require('os'));
+const util = lazy.once(() => require('util'));
+const native = lazy.once(() => require('./native'));
+const Batcher = lazy.once(() => require('./batch').Batcher);
 
 /**
  * Throws as Node's `send()` does for a message it cannot send (before any
@@ -53,7 +56,7 @@ function writeError(err) {
   // fails the write with ECONNRESET; Node's stream channel says EPIPE.
   if (code === 'ECONNRESET') code = 'EPIPE';
   if (code === 'ERR_IPC_CHANNEL_CLOSED') return errors().channelClosed();
-  const errno = require('os').constants.errno[code];
+  const errno = os().constants.errno[code];
   const ex = new Error(`write ${code}`);
   ex.errno = errno === undefined ? -5 /* EIO */ : -errno;
   ex.code = code;
@@ -81,6 +84,16 @@ function settle(target, callback, swallow, err) {
 }
 
 /**
+ * A message sent while rcluster loads one of its own modules: a hook on
+ * Module._load reporting that module (`node --watch` does, see lib/lazy.js).
+ * It is not sent, as Node's internals report nothing; it succeeds.
+ */
+function dropped(callback) {
+  if (typeof callback === 'function') process.nextTick(callback, null);
+  return true;
+}
+
+/**
  * Adds IPC methods to `target` (an EventEmitter).
  * `io` = { write(data, flags, fd) -> queuedBytes, close(then), advanced, onMessage(message)?, fd()? }
  * (`close` calls `then` from a later tick, once the channel is closed)
@@ -100,8 +113,8 @@ function setupChannel(target, io) {
   let batcher = null; // made at the first send
   function batch() {
     if (batcher !== null) return batcher;
-    const { Batcher } = require('./batch');
-    batcher = new Batcher((texts, settles) => {
+    const B = Batcher();
+    batcher = new B((texts, settles) => {
       let err = null;
       try {
         queued = io.write(texts.join('\n'), FLAG_BATCH, undefined);
@@ -138,7 +151,7 @@ function setupChannel(target, io) {
     get fd() { return typeof io.fd === 'function' ? io.fd() : undefined; },
   };
   // The deprecated alias, as Node has it on both ends of a fork() channel.
-  const { deprecate } = require('util');
+  const { deprecate } = util();
   const DEP0129 = '_channel is deprecated. Use ChildProcess.channel instead.';
   Object.defineProperty(target, '_channel', {
     get: deprecate(() => target.channel, DEP0129, 'DEP0129'),
@@ -170,6 +183,7 @@ function setupChannel(target, io) {
       throw errors().invalidArgType('options', ['object'], options);
     }
     options = { swallowErrors: false, ...options };
+    if (lazy.loading()) return dropped(callback);
     if (this.connected) return this._send(message, handle, options, callback);
     const ex = errors().channelClosed();
     if (typeof callback === 'function') process.nextTick(callback, ex);
@@ -179,6 +193,7 @@ function setupChannel(target, io) {
 
   // The unchecked form Node has too (legacy `options` boolean = swallowErrors).
   target._send = function _send(message, handle, options, callback) {
+    if (lazy.loading()) return dropped(callback);
     validate(message);
     if (typeof options === 'boolean') options = { swallowErrors: options };
     else if (options === undefined || options === null) options = {};
@@ -277,7 +292,7 @@ function deliver(target, data, flags, fd) {
     message = flags & FLAG_ADVANCED ? serialize().decode(data, flags) :
       JSON.parse(typeof data === 'string' ? data : data.toString('utf8'));
   } catch (err) {
-    if (fd >= 0) require('./native').closeFd(fd);
+    if (fd >= 0) native().closeFd(fd);
     throw err;
   }
   if (flags & FLAG_HANDLE && message !== null && typeof message === 'object' &&
@@ -289,7 +304,7 @@ function deliver(target, data, flags, fd) {
     });
     return;
   }
-  if (fd >= 0) require('./native').closeFd(fd);
+  if (fd >= 0) native().closeFd(fd);
   later(dispatch, target, message, undefined);
 }
 

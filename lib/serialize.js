@@ -5,18 +5,19 @@
 // Node raises them: synchronously from `send()`.
 
 const { FLAG_ADVANCED } = require('./frames');
+const v8 = require('./lazy').once(() => require('v8'));
 
 // (A message is checked before it gets here: `validate` in lib/ipc.js.)
 
 /** Encodes `message`; returns `[buffer, flags]`. Throws like Node on bad input. */
 function encode(message, advanced) {
-  if (advanced) return [require('v8').serialize(message), FLAG_ADVANCED];
+  if (advanced) return [v8().serialize(message), FLAG_ADVANCED];
   return [Buffer.from(JSON.stringify(message), 'utf8'), 0];
 }
 
 /** Decodes a received payload (a Buffer, or already text for JSON). */
 function decode(data, flags) {
-  if (flags & FLAG_ADVANCED) return require('v8').deserialize(data);
+  if (flags & FLAG_ADVANCED) return v8().deserialize(data);
   return JSON.parse(typeof data === 'string' ? data : data.toString('utf8'));
 }
 

@@ -13,16 +13,16 @@ const Worker = require('./worker_class');
 const { later, rethrow } = require('./inbox');
 const ipc = require('./ipc');
 const F = require('./frames');
+const lazy = require('./lazy');
 
 // Loaded on first use: every module loaded here is paid for in each worker's
 // start, before the program's own code runs, and a worker needs these only
 // once it sends a message, passes or takes a handle, or throws one of
-// rcluster's errors.
-let handlesModule = null;
-let serializeModule = null;
-const handles = () => handlesModule || (handlesModule = require('./handles'));
-const serialize = () => serializeModule || (serializeModule = require('./serialize'));
-const errors = () => require('./errors');
+// rcluster's errors (lib/lazy.js: each is required once).
+const handles = lazy.once(() => require('./handles'));
+const serialize = lazy.once(() => require('./serialize'));
+const errors = lazy.once(() => require('./errors'));
+const Batcher = lazy.once(() => require('./batch').Batcher);
 
 const cluster = new EventEmitter();
 cluster.isWorker = true;
@@ -277,8 +277,8 @@ function relayFrame(target, seq, flags, data) {
 let relayBatcher = null;
 function relays() {
   if (relayBatcher !== null) return relayBatcher;
-  const { Batcher } = require('./batch');
-  relayBatcher = new Batcher((texts, extras, target) => {
+  const B = Batcher();
+  relayBatcher = new B((texts, extras, target) => {
     try {
       relayFrame(target, 0, F.FLAG_BATCH, Buffer.from(texts.join('\n'), 'utf8'));
     } catch {
