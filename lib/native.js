@@ -14,12 +14,17 @@ if (!SUPPORTED.includes(process.platform)) {
   throw err;
 }
 
-const preset = require('./addon-path');
+// Where the addon was loaded from: the primary finds it after loading and
+// puts it in each worker's configuration; a worker's bootstrap sets it here
+// before anything requires this module, so that the worker loads that file
+// directly instead of running binding.js's platform detection again.
+const ADDON = Symbol.for('rcluster.addon');
 
 function load() {
-  if (preset.value !== undefined) {
+  const preset = globalThis[ADDON];
+  if (typeof preset === 'string') {
     try {
-      return require(preset.value);
+      return require(preset);
     } catch {
       // Moved or unloadable: the usual detection below.
     }
@@ -27,8 +32,12 @@ function load() {
   const binding = require('../binding.js');
   const mod = require.cache[require.resolve('../binding.js')];
   const addon = mod && mod.children.find((c) => c.filename.endsWith('.node'));
-  if (addon) preset.value = addon.filename;
+  if (addon) setAddonPath(addon.filename);
   return binding;
+}
+
+function setAddonPath(file) {
+  Object.defineProperty(globalThis, ADDON, { value: file, configurable: true, writable: true, enumerable: false });
 }
 
 module.exports = load();

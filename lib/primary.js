@@ -370,7 +370,7 @@ function createWorkerProcess(id, env, overrides, agent = false) {
     // readableAll/writableAll as this Node's libuv does them (PIPE_MODE_EXACT).
     pipeModeExact: PIPE_MODE_EXACT,
     bootstrap: BOOTSTRAP,
-    addon: require('./addon-path').value,
+    addon: globalThis[Symbol.for('rcluster.addon')],
     retireOnUncaughtException: !!({ ...settings, ...overrides }).retireOnUncaughtException,
     agent,
     // The agent is ready once its script ran, unless it says so itself.
