@@ -67,6 +67,10 @@ function ownsChannel(cfg) {
 const cfg = raw !== undefined && globalThis[GLOBAL] === undefined ? JSON.parse(raw) : undefined;
 if (cfg !== undefined && ownsChannel(cfg)) {
   delete process.env[KEY];
+  // The primary put the bootstrap first in NODE_OPTIONS, where node reads
+  // it (lib/primary.js).
+  if (cfg.nodeOptions === null) delete process.env.NODE_OPTIONS;
+  else if (typeof cfg.nodeOptions === 'string') process.env.NODE_OPTIONS = cfg.nodeOptions;
   // The worker id is set by the Rust spawner (restarts get new ids).
   if (process.env.RCLUSTER_WORKER_ID !== undefined) {
     cfg.id = Number(process.env.RCLUSTER_WORKER_ID);

@@ -310,6 +310,42 @@ function supervisionFor(settings, overrides) {
 
 const slots = new Map(); // slot -> { spawnargs, advanced }
 
+/**
+ * Whether a worker's node reads NODE_OPTIONS. Node ignores the variable in a
+ * setuid or setgid process, and where the kernel marked the exec secure
+ * (AT_SECURE) unless only CAP_NET_BIND_SERVICE was gained; a worker runs the
+ * primary's binary with the primary's credentials, so the primary's own case
+ * tells. Unsure (no /proc/self/auxv to read) is no.
+ */
+let honours;
+function honoursNodeOptions() {
+  if (honours !== undefined) return honours;
+  honours = false;
+  if (typeof process.getuid === 'function' &&
+      (process.getuid() !== process.geteuid() || process.getgid() !== process.getegid())) {
+    return honours;
+  }
+  if (process.platform === 'linux') {
+    let auxv;
+    try {
+      auxv = require('fs').readFileSync('/proc/self/auxv');
+    } catch {
+      return honours;
+    }
+    const AT_SECURE = 23n;
+    for (let i = 0; i + 16 <= auxv.length; i += 16) {
+      if (auxv.readBigUInt64LE(i) === AT_SECURE && auxv.readBigUInt64LE(i + 8) !== 0n) return honours;
+    }
+  }
+  honours = true;
+  return honours;
+}
+
+/** A value in NODE_OPTIONS: double-quoted, `\\` and `"` escaped (Node's parser). */
+function nodeOptionQuote(value) {
+  return `"${value.replace(/[\\"]/g, (c) => `\\${c}`)}"`;
+}
+
 function createWorkerProcess(id, env, overrides, agent = false) {
   // The agent (forkAgent) may run its own script with its own arguments.
   const settings = agent ? { ...cluster.settings, ...overrides } : cluster.settings;
@@ -358,6 +394,19 @@ function createWorkerProcess(id, env, overrides, agent = false) {
 
   const channelFd = stdio.indexOf(-4);
   const advanced = serialization === 'advanced';
+  // Node's worker has its channel and its cluster worker before any preload
+  // runs, so a preload (an APM agent's `-r`) sees `cluster.isWorker` and
+  // `process.send`. NODE_OPTIONS' preloads run before the command line's:
+  // the bootstrap goes first there, and gives the variable its value back.
+  // Where node would ignore NODE_OPTIONS, it goes first on the command line.
+  let nodeOptions;
+  const preload = [];
+  if (honoursNodeOptions()) {
+    nodeOptions = workerEnv.NODE_OPTIONS === undefined ? null : String(workerEnv.NODE_OPTIONS);
+    workerEnv.NODE_OPTIONS = `--require ${nodeOptionQuote(BOOTSTRAP)}${nodeOptions ? ` ${nodeOptions}` : ''}`;
+  } else {
+    preload.push('--require', BOOTSTRAP);
+  }
   workerEnv[ENV_KEY] = JSON.stringify({
     id,
     fd: channelFd,
@@ -370,6 +419,7 @@ function createWorkerProcess(id, env, overrides, agent = false) {
     // readableAll/writableAll as this Node's libuv does them (PIPE_MODE_EXACT).
     pipeModeExact: PIPE_MODE_EXACT,
     bootstrap: BOOTSTRAP,
+    nodeOptions,
     addon: globalThis[Symbol.for('rcluster.addon')],
     retireOnUncaughtException: !!({ ...settings, ...overrides }).retireOnUncaughtException,
     agent,
@@ -381,7 +431,7 @@ function createWorkerProcess(id, env, overrides, agent = false) {
     gid: settings.gid == null ? undefined : settings.gid,
   });
   const userArgs = [...execArgv, exec, ...args];
-  const argv = [process.execPath, ...execArgvText, '--require', BOOTSTRAP, exec, ...argsText];
+  const argv = [process.execPath, ...preload, ...execArgvText, exec, ...argsText];
   const req = {
     file: process.execPath,
     args: argv,
