@@ -58,10 +58,7 @@ const raw = process.env[KEY];
 // The addon tells (loading `worker_threads` here would cost ~2 ms of every
 // worker's startup).
 function ownsChannel(cfg) {
-  if (typeof cfg.addon === 'string') {
-    Object.defineProperty(globalThis, Symbol.for('rcluster.addon'),
-      { value: cfg.addon, configurable: true, writable: true, enumerable: false });
-  }
+  if (typeof cfg.addon === 'string') globalThis[Symbol.for('rcluster.addon')] = cfg.addon;
   return require('./native').isMainThread();
 }
 const cfg = raw !== undefined && globalThis[GLOBAL] === undefined ? JSON.parse(raw) : undefined;

@@ -29,15 +29,38 @@ function load() {
       // Moved or unloadable: the usual detection below.
     }
   }
-  const binding = require('../binding.js');
+  let binding;
+  try {
+    binding = require('../binding.js');
+  } catch (err) {
+    throw addonsDisabled(err) || err;
+  }
   const mod = require.cache[require.resolve('../binding.js')];
   const addon = mod && mod.children.find((c) => c.filename.endsWith('.node'));
-  if (addon) setAddonPath(addon.filename);
+  if (addon) globalThis[ADDON] = addon.filename;
   return binding;
 }
 
-function setAddonPath(file) {
-  Object.defineProperty(globalThis, ADDON, { value: file, configurable: true, writable: true, enumerable: false });
+/**
+ * Native addons are disabled by `--no-addons`, and by the permission model
+ * (`--permission`, Node 20's `--experimental-permission`) unless
+ * `--allow-addons` is given; binding.js then only says that it found no
+ * binding. A clear error instead, when that is the cause.
+ */
+function addonsDisabled(err) {
+  for (let e = err, depth = 0; e && depth < 16; e = e.cause, depth++) {
+    // binding.js chains copies of the errors it met, without their code.
+    if (e.code === 'ERR_DLOPEN_DISABLED' || /loading addons is disabled/.test(e.message)) {
+      const out = new Error(
+        'rcluster cannot load its native addon: native addons are disabled in this process ' +
+        '(--no-addons, or the permission model without --allow-addons). Under --permission, add ' +
+        "--allow-addons, with --allow-child-process to fork workers; or use Node's built-in cluster module.");
+      out.code = 'ERR_RCLUSTER_ADDONS_DISABLED';
+      out.cause = err;
+      return out;
+    }
+  }
+  return null;
 }
 
 module.exports = load();

@@ -311,6 +311,23 @@ function supervisionFor(settings, overrides) {
 const slots = new Map(); // slot -> { spawnargs, advanced }
 
 /**
+ * Under the permission model (`--permission`) without
+ * `--allow-child-process`, Node's fork() throws ERR_ACCESS_DENIED from the
+ * spawn, after its other checks. rcluster's spawner is native code, which
+ * the model does not see: it refuses here, with Node's own error (Node's
+ * spawn throws it before it starts anything).
+ */
+function refuseWithoutChildPermission() {
+  const permission = process.permission;
+  if (!permission || typeof permission.has !== 'function' || permission.has('child')) return;
+  const child = require('child_process').spawn(process.execPath, ['-e', ''], { stdio: 'ignore' });
+  // Not reached: the spawn above threw. Should a Node ever let it through,
+  // stop it and still refuse.
+  child.kill('SIGKILL');
+  throw errors.make(Error, 'ERR_ACCESS_DENIED', 'Access to this API has been restricted');
+}
+
+/**
  * Whether a worker's node reads NODE_OPTIONS. Node ignores the variable in a
  * setuid or setgid process, and where the kernel marked the exec secure
  * (AT_SECURE) unless only CAP_NET_BIND_SERVICE was gained; a worker runs the
@@ -439,6 +456,7 @@ function createWorkerProcess(id, env, overrides, agent = false) {
     cwd,
     stdio,
   };
+  refuseWithoutChildPermission();
   let result;
   let spawnError = null;
   const supervise = agent ?
