@@ -84,12 +84,20 @@ function run(fixture, args = [], opts = {}) {
     }
   });
   const done = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+  // A fixture that ends (crashed, say) with a line still awaited fails the
+  // wait at once, with its stderr, rather than when the wait times out.
+  child.on('close', (code, signal) => {
+    for (const w of waiters.splice(0)) {
+      w.reject(new Error(`${fixture} ended (code ${code}, signal ${signal}) before the line awaited; ` +
+        `lines=${JSON.stringify(lines)} stderr=${stderr}`));
+    }
+  });
   const pids = new Set();
   function next(pred, ms = 10000) {
     const found = lines.find(pred);
     if (found) return Promise.resolve(found);
     return new Promise((resolve, reject) => {
-      const w = { pred, resolve };
+      const w = { pred, resolve, reject };
       waiters.push(w);
       setTimeout(() => {
         const i = waiters.indexOf(w);
