@@ -17,6 +17,7 @@ const ipc = require('./ipc');
 const errors = require('./errors');
 const { inspectArgv } = require('./inspect');
 const F = require('./frames');
+const lazy = require('./lazy');
 
 const SCHED_NONE = 1;
 const SCHED_RR = 2;
@@ -334,29 +335,25 @@ function refuseWithoutChildPermission() {
  * primary's binary with the primary's credentials, so the primary's own case
  * tells. Unsure (no /proc/self/auxv to read) is no.
  */
-let honours;
-function honoursNodeOptions() {
-  if (honours !== undefined) return honours;
-  honours = false;
+const honoursNodeOptions = lazy.once(() => {
   if (typeof process.getuid === 'function' &&
       (process.getuid() !== process.geteuid() || process.getgid() !== process.getegid())) {
-    return honours;
+    return false;
   }
   if (process.platform === 'linux') {
     let auxv;
     try {
       auxv = require('fs').readFileSync('/proc/self/auxv');
     } catch {
-      return honours;
+      return false;
     }
     const AT_SECURE = 23n;
     for (let i = 0; i + 16 <= auxv.length; i += 16) {
-      if (auxv.readBigUInt64LE(i) === AT_SECURE && auxv.readBigUInt64LE(i + 8) !== 0n) return honours;
+      if (auxv.readBigUInt64LE(i) === AT_SECURE && auxv.readBigUInt64LE(i + 8) !== 0n) return false;
     }
   }
-  honours = true;
-  return honours;
-}
+  return true;
+});
 
 /** A value in NODE_OPTIONS: double-quoted, `\\` and `"` escaped (Node's parser). */
 function nodeOptionQuote(value) {
