@@ -336,6 +336,9 @@ function refuseWithoutChildPermission() {
  * tells. Unsure (no /proc/self/auxv to read) is no.
  */
 const honoursNodeOptions = lazy.once(() => {
+  // Electron reads NODE_OPTIONS only where a fuse allows it (not in packaged
+  // apps); Bun has its own preloads. Both keep the command line.
+  if (process.versions.electron !== undefined || process.versions.bun !== undefined) return false;
   if (typeof process.getuid === 'function' &&
       (process.getuid() !== process.geteuid() || process.getgid() !== process.getegid())) {
     return false;
