@@ -4,7 +4,7 @@
 
 const assert = require('node:assert');
 const { both } = require('./compat');
-const { run } = require('./helpers');
+const { run, get } = require('./helpers');
 
 async function report(mod, scenario, env = {}) {
   const p = run('compat-module.js', [scenario], { env: { MODULE: mod, ...env } });
@@ -109,4 +109,22 @@ both('cluster.workers: a worker leaves after both disconnect and exit; primary d
   assert.strictEqual(r.afterFlag, true);
   assert.deepStrictEqual(r.seen[3], [['exit', false]]);
   assert.deepStrictEqual(r.workers, []);
+});
+
+// With --experimental-default-type=module (Node 20.10 to 22), a .js file
+// without a "type" in its package.json is an ES module outside
+// node_modules: an npm link or a workspace checkout of rcluster. Its
+// package.json says "commonjs".
+const DEFAULT_TYPE = process.allowedNodeEnvironmentFlags.has('--experimental-default-type');
+both('a program run with --experimental-default-type=module', DEFAULT_TYPE ? {} : { skip: 'this Node has no --experimental-default-type' }, async (mod) => {
+  const p = run('http-cluster.js', [], {
+    env: { MODULE: mod, WORKERS: '1' },
+    nodeArgs: ['--no-warnings', '--experimental-default-type=module'],
+  });
+  try {
+    const { port } = await p.next((m) => m.event === 'ready');
+    assert.strictEqual((await get(port)).body, '1');
+  } finally {
+    await p.kill();
+  }
 });

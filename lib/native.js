@@ -35,7 +35,9 @@ function load() {
   } catch (err) {
     throw addonsDisabled(err) || err;
   }
-  const mod = require.cache[require.resolve('../binding.js')];
+  // Module._cache, not require.cache: a CommonJS module that the ES module
+  // loader runs (--experimental-default-type=module) has a require without it.
+  const mod = require('module')._cache[require.resolve('../binding.js')];
   const addon = mod && mod.children.find((c) => c.filename.endsWith('.node'));
   if (addon) globalThis[ADDON] = addon.filename;
   return binding;
