@@ -183,7 +183,6 @@ function setupChannel(target, io) {
       throw errors().invalidArgType('options', ['object'], options);
     }
     options = { swallowErrors: false, ...options };
-    if (lazy.loading()) return dropped(callback);
     if (this.connected) return this._send(message, handle, options, callback);
     const ex = errors().channelClosed();
     if (typeof callback === 'function') process.nextTick(callback, ex);
