@@ -165,6 +165,13 @@ export interface PrimaryEvent {
   info?: string
 }
 
+/**
+ * Whether this process was exec'd in secure-execution mode (`AT_SECURE`),
+ * where node ignores `NODE_OPTIONS`: the primary then puts a worker's
+ * bootstrap on its command line instead.
+ */
+export declare function secureExec(): boolean
+
 /** How to start one worker. */
 export interface SpawnRequest {
   file: string

@@ -840,3 +840,4 @@ module.exports.WorkerChannel = nativeBinding.WorkerChannel
 module.exports.closeFd = nativeBinding.closeFd
 module.exports.dupFd = nativeBinding.dupFd
 module.exports.isMainThread = nativeBinding.isMainThread
+module.exports.secureExec = nativeBinding.secureExec

@@ -333,7 +333,7 @@ function refuseWithoutChildPermission() {
  * setuid or setgid process, and where the kernel marked the exec secure
  * (AT_SECURE) unless only CAP_NET_BIND_SERVICE was gained; a worker runs the
  * primary's binary with the primary's credentials, so the primary's own case
- * tells. Unsure (no /proc/self/auxv to read) is no.
+ * tells (AT_SECURE is read by the addon, with getauxval).
  */
 const honoursNodeOptions = lazy.once(() => {
   // Electron reads NODE_OPTIONS only where a fuse allows it (not in packaged
@@ -343,19 +343,7 @@ const honoursNodeOptions = lazy.once(() => {
       (process.getuid() !== process.geteuid() || process.getgid() !== process.getegid())) {
     return false;
   }
-  if (process.platform === 'linux') {
-    let auxv;
-    try {
-      auxv = require('fs').readFileSync('/proc/self/auxv');
-    } catch {
-      return false;
-    }
-    const AT_SECURE = 23n;
-    for (let i = 0; i + 16 <= auxv.length; i += 16) {
-      if (auxv.readBigUInt64LE(i) === AT_SECURE && auxv.readBigUInt64LE(i + 8) !== 0n) return false;
-    }
-  }
-  return true;
+  return !native.secureExec();
 });
 
 /** A value in NODE_OPTIONS: double-quoted, `\\` and `"` escaped (Node's parser). */

@@ -599,6 +599,22 @@ pub fn is_main_thread() -> bool {
     }
 }
 
+/// Whether the kernel started this process in secure-execution mode
+/// (`AT_SECURE` in its auxiliary vector: setuid, setgid, or file
+/// capabilities gained at exec). Always false outside Linux.
+pub fn secure_exec() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: getauxval reads the auxiliary vector the kernel gave this
+        // process; it has no preconditions and returns 0 for a missing entry.
+        unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        false
+    }
+}
+
 /// CPU time (user and system) the calling thread has used so far; zero
 /// where the clock is not available.
 pub fn thread_cpu_time() -> std::time::Duration {
@@ -660,6 +676,12 @@ pub fn count_open_fds() -> usize {
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ordinary_exec_is_not_secure() {
+        // The test binary runs without setuid, setgid or file capabilities.
+        assert!(!secure_exec());
+    }
 
     #[test]
     fn main_thread_is_told_apart_from_other_threads() {

@@ -287,6 +287,14 @@ pub fn is_main_thread() -> bool {
     crate::sys::is_main_thread()
 }
 
+/// Whether this process was exec'd in secure-execution mode (`AT_SECURE`),
+/// where node ignores `NODE_OPTIONS`: the primary then puts a worker's
+/// bootstrap on its command line instead.
+#[napi(catch_unwind)]
+pub fn secure_exec() -> bool {
+    crate::sys::secure_exec()
+}
+
 /// Closes an fd that JS received but cannot use.
 #[napi(catch_unwind)]
 pub fn close_fd(fd: i32) {
