@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::channel::{Channel, Inbox, Incoming, Read};
+use crate::channel::{Channel, Flush, Inbox, Incoming, Read};
 use crate::poller::{self, Poller, Ready};
 use crate::sys;
 
@@ -23,6 +23,8 @@ pub enum WorkerEvent {
     Disconnect,
 }
 
+/// Receives each batch the reader thread read; an empty batch says that a
+/// flush wrote everything the channel had queued.
 pub type WorkerSink = Box<dyn FnMut(Vec<WorkerEvent>) + Send>;
 
 /// The worker's channel and its I/O thread.
@@ -73,18 +75,21 @@ impl WorkerIo {
                     }
                     let mut batch = Vec::new();
                     let mut done = false;
+                    let mut drained = false;
                     for r in &ready {
                         if r.token == T_WAKE {
                             wake2.drain();
                             done |= stop2.load(Ordering::Acquire);
                             continue;
                         }
-                        if r.events & poller::WRITABLE != 0 && ch.flush().is_err() {
-                            // The read side reports the reason (EOF or error).
+                        if r.events & poller::WRITABLE != 0 {
+                            // On an error the read side reports the reason
+                            // (EOF or error).
+                            drained |= matches!(ch.flush(), Ok(Flush::Done));
                         }
                         done |= read_into(&mut inbox, &ch, &mut batch, usize::MAX);
                     }
-                    if !batch.is_empty() {
+                    if !batch.is_empty() || drained {
                         sink(batch);
                     }
                     if done {
@@ -281,6 +286,37 @@ mod tests {
             rx.recv_timeout(Duration::from_secs(5)).unwrap(),
             WorkerEvent::Disconnect
         ));
+        io.close();
+    }
+
+    #[test]
+    fn a_flush_that_empties_the_queue_is_told_with_an_empty_batch() {
+        let (primary, theirs) = Channel::pair().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let mut io = WorkerIo::start(
+            theirs,
+            Box::new(move |b: Vec<WorkerEvent>| tx.send(b.len()).unwrap()),
+        )
+        .unwrap();
+        // More than the socket takes at once: the rest waits in the queue.
+        let big = vec![7u8; 8 << 20];
+        assert_eq!(
+            io.channel().send_message(0, big.clone(), None).unwrap(),
+            Flush::Pending
+        );
+        assert!(rx.try_recv().is_err());
+        let mut inbox = Inbox::default();
+        let t0 = std::time::Instant::now();
+        let mut got = None;
+        while got.is_none() && t0.elapsed() < Duration::from_secs(10) {
+            match inbox.read(&primary).unwrap() {
+                Read::Frame(f) => got = Some(f),
+                _ => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+        assert_eq!(got.unwrap().payload, big);
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), 0);
+        assert_eq!(io.channel().queued_bytes(), 0);
         io.close();
     }
 }

@@ -3,6 +3,7 @@
 //! panic crosses into Node; they become JS exceptions.
 
 mod frame_batch;
+mod loop_hold;
 mod primary;
 mod text_sender;
 mod uv_channel;

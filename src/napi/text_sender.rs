@@ -17,7 +17,7 @@ use std::sync::{Arc, Weak};
 
 use napi::sys;
 
-use super::uv_channel::{UvChannel, WeakUvChannel};
+use super::loop_hold::Pending;
 use crate::channel::{Channel, Flush};
 
 /// Texts up to this many bytes are copied on the stack.
@@ -28,16 +28,16 @@ const STACK: usize = 4096;
 /// must not.
 pub struct TextSender {
     channel: Weak<Channel>,
-    /// The poll handle that flushes what the socket could not take at once
-    /// (`None` for a channel read by a thread, which flushes it itself).
-    uv: Option<WeakUvChannel>,
+    /// What holds the loop while what the socket could not take at once
+    /// waits to be flushed.
+    pending: Pending,
 }
 
 impl TextSender {
-    pub fn new(channel: &Arc<Channel>, uv: Option<&UvChannel>) -> TextSender {
+    pub fn new(channel: &Arc<Channel>, pending: Pending) -> TextSender {
         TextSender {
             channel: Arc::downgrade(channel),
-            uv: uv.map(UvChannel::downgrade),
+            pending,
         }
     }
 
@@ -75,7 +75,10 @@ impl TextSender {
     }
 
     /// Writes one message frame; returns the bytes still queued.
-    fn send(&self, flags: u8, text: &[u8]) -> std::io::Result<usize> {
+    ///
+    /// # Safety
+    /// On the JS thread of `env`, which is live.
+    unsafe fn send(&self, env: sys::napi_env, flags: u8, text: &[u8]) -> std::io::Result<usize> {
         let Some(channel) = self.channel.upgrade() else {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::NotConnected,
@@ -86,9 +89,7 @@ impl TextSender {
         if flush == Flush::Done {
             return Ok(0);
         }
-        if let Some(uv) = &self.uv {
-            uv.sent(Flush::Pending);
-        }
+        self.pending.sent(env);
         Ok(channel.queued_bytes())
     }
 }
@@ -158,7 +159,7 @@ unsafe extern "C" fn send_text(
         heap = buf;
         &heap
     };
-    match catch_unwind(AssertUnwindSafe(|| sender.send(flags as u8, text))) {
+    match catch_unwind(AssertUnwindSafe(|| sender.send(env, flags as u8, text))) {
         Ok(Ok(queued)) => {
             let mut out = ptr::null_mut();
             sys::napi_create_uint32(env, queued.min(u32::MAX as usize) as u32, &mut out);

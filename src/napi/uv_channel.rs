@@ -31,6 +31,7 @@ type PollStartFn = unsafe extern "C" fn(*mut UvHandle, c_int, PollCb) -> c_int;
 type PollStopFn = unsafe extern "C" fn(*mut UvHandle) -> c_int;
 type CloseFn = unsafe extern "C" fn(*mut UvHandle, CloseCb);
 type UnrefFn = unsafe extern "C" fn(*mut UvHandle);
+type RefFn = unsafe extern "C" fn(*mut UvHandle);
 type SetDataFn = unsafe extern "C" fn(*mut UvHandle, *mut c_void);
 type GetDataFn = unsafe extern "C" fn(*const UvHandle) -> *mut c_void;
 
@@ -41,6 +42,7 @@ struct UvApi {
     poll_stop: PollStopFn,
     close: CloseFn,
     unref: UnrefFn,
+    ref_: RefFn,
     set_data: SetDataFn,
     get_data: GetDataFn,
 }
@@ -72,6 +74,7 @@ fn api() -> Option<&'static UvApi> {
                 poll_stop: std::mem::transmute::<*mut c_void, PollStopFn>(sym(c"uv_poll_stop")?),
                 close: std::mem::transmute::<*mut c_void, CloseFn>(sym(c"uv_close")?),
                 unref: std::mem::transmute::<*mut c_void, UnrefFn>(sym(c"uv_unref")?),
+                ref_: std::mem::transmute::<*mut c_void, RefFn>(sym(c"uv_ref")?),
                 set_data: std::mem::transmute::<*mut c_void, SetDataFn>(sym(
                     c"uv_handle_set_data",
                 )?),
@@ -158,19 +161,21 @@ impl UvChannel {
         WeakUvChannel(Rc::downgrade(&self.state))
     }
 
-    /// After a send: watch for writability while packets wait.
+    /// After a send: watch for writability while packets wait. The handle,
+    /// unreferenced otherwise (JS keeps the loop alive while the channel is
+    /// referenced), holds the loop until they are written: as a pending
+    /// write request does in Node, also after `channel.unref()`, so that a
+    /// process ending naturally still delivers what it sent.
     pub fn sent(&self, flush: Flush) {
         let mut st = self.state.borrow_mut();
         if flush == Flush::Pending && !st.writable {
             st.writable = true;
             if let (Some(api), Some(h)) = (api(), st.handle.as_mut()) {
+                let h = h.as_mut_ptr() as *mut UvHandle;
                 // SAFETY: the handle is initialised and open (Some).
                 unsafe {
-                    (api.poll_start)(
-                        h.as_mut_ptr() as *mut UvHandle,
-                        UV_READABLE | UV_WRITABLE,
-                        on_poll,
-                    )
+                    (api.poll_start)(h, UV_READABLE | UV_WRITABLE, on_poll);
+                    (api.ref_)(h);
                 };
             }
         }
@@ -295,6 +300,8 @@ unsafe extern "C" fn on_poll(handle: *mut UvHandle, status: c_int, events: c_int
             if let Ok(Flush::Done) = st.channel.flush() {
                 st.writable = false;
                 (api.poll_start)(handle, UV_READABLE, on_poll);
+                // Written: the loop no longer waits for this channel.
+                (api.unref)(handle);
             }
         }
         if !done {

@@ -9,6 +9,7 @@ use napi::{Env, JsValue, Result};
 use napi_derive::napi;
 
 use super::frame_batch::FrameBatch;
+use super::loop_hold::{LoopHold, Pending};
 use super::text_sender::TextSender;
 use super::uv_channel::UvChannel;
 use super::{dup_js_fd, io_err};
@@ -58,21 +59,31 @@ enum Io {
     /// A poll handle on Node's own loop (the default): no thread hop.
     Uv(UvChannel),
     /// A reader thread and a threadsafe function (`RCLUSTER_WORKER_IO=thread`,
-    /// or when libuv cannot be reached).
-    Thread(WorkerIo),
+    /// or when libuv cannot be reached), and the hold that keeps the loop
+    /// alive while output waits.
+    Thread(WorkerIo, Arc<LoopHold>),
 }
 
 impl Io {
     fn channel(&self) -> Arc<Channel> {
         match self {
             Io::Uv(u) => u.channel(),
-            Io::Thread(t) => t.channel().clone(),
+            Io::Thread(t, _) => t.channel().clone(),
         }
     }
 
-    fn sent(&self, flush: Flush) {
-        if let Io::Uv(u) = self {
-            u.sent(flush);
+    /// What a send that left output queued tells (see `loop_hold.rs`).
+    fn pending(&self) -> Pending {
+        match self {
+            Io::Uv(u) => Pending::Uv(u.downgrade()),
+            Io::Thread(_, hold) => Pending::Thread(hold.clone()),
+        }
+    }
+
+    fn sent(&self, env: &Env, flush: Flush) {
+        if flush == Flush::Pending {
+            // SAFETY: `env` is the live env of the JS thread calling us.
+            unsafe { self.pending().sent(env.raw()) };
         }
     }
 }
@@ -156,19 +167,38 @@ impl WorkerChannel {
     }
 
     fn with_thread(owned: OwnedFd, callback: Function<FrameBatch, ()>) -> Result<Self> {
+        let hold = Arc::new(LoopHold::default());
+        let on_js = hold.clone();
         let tsfn = callback
             .build_threadsafe_function::<Vec<WorkerEvent>>()
             .weak::<true>()
-            .build_callback(|ctx| Ok(FrameBatch(ctx.value)))?;
+            .build_callback(move |ctx| {
+                let closed = ctx
+                    .value
+                    .iter()
+                    .any(|e| matches!(e, WorkerEvent::Disconnect));
+                // SAFETY: the threadsafe function's callback runs on the JS
+                // thread, with its live env.
+                unsafe { on_js.release(ctx.env.raw(), closed) };
+                Ok(FrameBatch(ctx.value))
+            })?;
+        let raw = tsfn.raw();
+        let on_thread = hold.clone();
         let io = WorkerIo::start(
             owned,
             Box::new(move |batch| {
+                // An empty batch says that the queued output was written:
+                // news only while the loop is held for it.
+                if batch.is_empty() && !on_thread.held() {
+                    return;
+                }
                 tsfn.call(batch, ThreadsafeFunctionCallMode::NonBlocking);
             }),
         )
         .map_err(io_err)?;
+        hold.bind(raw, io.channel());
         Ok(WorkerChannel {
-            io: Some(Io::Thread(io)),
+            io: Some(Io::Thread(io, hold)),
         })
     }
 
@@ -177,6 +207,7 @@ impl WorkerChannel {
     #[napi(catch_unwind)]
     pub fn send(
         &self,
+        env: Env,
         kind: u32,
         flags: u32,
         id: f64,
@@ -201,7 +232,7 @@ impl WorkerChannel {
         if flush == Flush::Done {
             return Ok(0);
         }
-        io.sent(Flush::Pending);
+        io.sent(&env, Flush::Pending);
         Ok(ch.queued_bytes().min(u32::MAX as usize) as u32)
     }
 
@@ -212,13 +243,9 @@ impl WorkerChannel {
     #[napi(catch_unwind)]
     pub fn text_sender<'env>(&self, env: &'env Env) -> Result<Unknown<'env>> {
         let io = self.io()?;
-        let uv = match io {
-            Io::Uv(u) => Some(u),
-            Io::Thread(_) => None,
-        };
         // SAFETY: on the JS thread, with this call's live env.
         unsafe {
-            let f = TextSender::new(&io.channel(), uv).into_function(env.raw())?;
+            let f = TextSender::new(&io.channel(), io.pending()).into_function(env.raw())?;
             Ok(Unknown::from_raw_unchecked(env.raw(), f))
         }
     }
@@ -227,7 +254,13 @@ impl WorkerChannel {
     /// given, reports the worker's open connections (the `least` policy's
     /// count) on the same frame; with nothing to acknowledge it is sent alone.
     #[napi(catch_unwind)]
-    pub fn ack(&self, accepted: Vec<f64>, refused: Vec<f64>, open: Option<u32>) -> Result<()> {
+    pub fn ack(
+        &self,
+        env: Env,
+        accepted: Vec<f64>,
+        refused: Vec<f64>,
+        open: Option<u32>,
+    ) -> Result<()> {
         let io = self.io()?;
         let mut acks: Vec<(u64, bool)> = accepted.iter().map(|i| (*i as u64, true)).collect();
         acks.extend(refused.iter().map(|i| (*i as u64, false)));
@@ -244,7 +277,7 @@ impl WorkerChannel {
                 .send_frame(Kind::Ack, 0, load, &frame::encode_acks(chunk), None)
                 .map_err(io_err)?;
         }
-        io.sent(flush);
+        io.sent(&env, flush);
         Ok(())
     }
 
@@ -263,7 +296,7 @@ impl WorkerChannel {
     #[napi(catch_unwind)]
     pub fn close(&mut self) {
         match self.io.take() {
-            Some(Io::Thread(mut t)) => t.close(),
+            Some(Io::Thread(mut t, _)) => t.close(),
             Some(Io::Uv(u)) => u.close(),
             None => {}
         }
