@@ -42,6 +42,9 @@ let config = null;
 const listeners = new Map(); // listener id -> { handle, server, pipe }
 const requests = new Map(); // request id -> callback(reply, fd)
 const indexes = new Map(); // indexesKey -> { nextIndex, set }
+// indexesKey -> the index of this worker's server that holds the primary's
+// listener for that address (not for port 0, whose listens are each their own).
+const joined = new Map();
 let nextRequest = 1;
 
 /** Writes the messages batched so far (see lib/ipc.js), to keep order. */
@@ -444,11 +447,24 @@ cluster._getServer = function getServer(obj, options, cb) {
   const index = indexSet.nextIndex++;
   indexSet.set.add(index);
 
+  // The primary's listener for this address: one per key, as Node 22+ keys
+  // its handles (the index only tells port-0 listens apart). A server of
+  // this worker that already holds that listener makes a second one, which
+  // binds anew (EADDRINUSE for TCP; a UDP socket with reuseAddr binds).
+  let key = indexesKey;
+  if (options.port === 0) {
+    key = `${indexesKey}:${index}`;
+  } else if (joined.has(indexesKey)) {
+    key = `${indexesKey}:again:${index}`;
+  } else {
+    joined.set(indexesKey, index);
+  }
+
   // Datagram sockets are shared like Node's SharedHandle: the primary binds
   // once per key and passes the socket (dgram binds `exclusive` ones itself).
   const isUdp = options.addressType === 'udp4' || options.addressType === 'udp6';
   const request = {
-    key: `${indexesKey}:${index}`,
+    key,
     address: address === undefined ? null : address,
     // dgram passes a port given as a numeric string through, as it came.
     port: typeof options.port === 'string' && /^\d+$/.test(options.port) ? Number(options.port) : options.port,
@@ -491,7 +507,10 @@ cluster._getServer = function getServer(obj, options, cb) {
   });
 };
 
+// Called when a server leaves its listener (closed, or refused): the
+// address is no longer this worker's (see `joined`).
 function removeIndexesKey(indexesKey, index) {
+  if (joined.get(indexesKey) === index) joined.delete(indexesKey);
   const indexSet = indexes.get(indexesKey);
   if (!indexSet) return;
   indexSet.set.delete(index);
@@ -506,6 +525,7 @@ function removeIndexesKey(indexesKey, index) {
 function rr(reply, fd, { obj, pipe, indexesKey, index }, cb) {
   if (reply.errno) {
     if (fd >= 0) native.closeFd(fd);
+    if (joined.get(indexesKey) === index) joined.delete(indexesKey);
     return cb(reply.errno, null);
   }
   let key = reply.key;
@@ -582,6 +602,7 @@ function rr(reply, fd, { obj, pipe, indexesKey, index }, cb) {
 function shared(reply, fd, { obj, kind, indexesKey, index }, cb) {
   if (reply.errno) {
     native.closeFd(fd);
+    if (joined.get(indexesKey) === index) joined.delete(indexesKey);
     return cb(reply.errno, null);
   }
   const key = reply.key;
