@@ -95,7 +95,9 @@ function dropped(callback) {
 
 /**
  * Adds IPC methods to `target` (an EventEmitter).
- * `io` = { write(data, flags, fd) -> queuedBytes, close(then), advanced, onMessage(message)?, fd()? }
+ * `io` = { write(data, flags, fd) -> queuedBytes, close(then), advanced, onMessage(message)?, fd()?, counted? }
+ * (`counted`: a forked child's end, referenced while `target` has 'message'
+ * or 'disconnect' listeners, as Node's; otherwise always referenced)
  * (`close` calls `then` from a later tick, once the channel is closed)
  * (`data` is a Buffer, or the JSON text of messages as a string)
  * (`onMessage` sees each message sent without a handle, once it is written or
@@ -132,6 +134,8 @@ function setupChannel(target, io) {
   target[kPending] = [];
   let keepAlive = null;
   let refed = true;
+  // channel.ref()/unref() called: from then on they decide, not listeners.
+  let explicit = false;
 
   function ref() {
     if (!keepAlive && target.connected) keepAlive = setInterval(() => {}, TIMEOUT_MAX);
@@ -141,11 +145,33 @@ function setupChannel(target, io) {
     keepAlive = null;
   }
   target[kKeepAlive] = { ref, unref };
-  ref();
+  if (io.counted) {
+    // As Node's forked child: the channel keeps the process alive while it
+    // has 'message' or 'disconnect' listeners (a cluster worker's own
+    // included), so one that removes them all can end.
+    const counts = (name) => name === 'message' || name === 'disconnect';
+    let refs = target.listenerCount('message') + target.listenerCount('disconnect');
+    refed = refs > 0;
+    if (refed) ref();
+    target.on('newListener', (name) => {
+      if (counts(name) && ++refs === 1 && !explicit) {
+        refed = true;
+        ref();
+      }
+    });
+    target.on('removeListener', (name) => {
+      if (counts(name) && --refs === 0 && !explicit) {
+        refed = false;
+        unref();
+      }
+    });
+  } else {
+    ref();
+  }
 
   target.channel = {
-    ref() { refed = true; ref(); },
-    unref() { refed = false; unref(); },
+    ref() { explicit = true; refed = true; ref(); },
+    unref() { explicit = true; refed = false; unref(); },
     // The channel socket's fd while open, as Node's `channel.fd` (a
     // SOCK_SEQPACKET socket here, a stream socket in Node).
     get fd() { return typeof io.fd === 'function' ? io.fd() : undefined; },

@@ -195,6 +195,7 @@ cluster._setupWorker = function setupWorker(cfg) {
   const channelFd = msgs ? cfg.messages : cfg.fd;
   ipc.setupChannel(process, {
     advanced: !!cfg.advanced,
+    counted: true,
     fd: () => channelFd,
     write: (data, flags, fd) => (typeof data === 'string'
       ? sendText(flags, data) : out.send(F.MESSAGE, flags, 0, data, fd)),
