@@ -60,6 +60,7 @@ module.exports = {
   },
   channelClosed: () => make(Error, 'ERR_IPC_CHANNEL_CLOSED', 'Channel closed'),
   disconnected: () => make(Error, 'ERR_IPC_DISCONNECTED', 'IPC channel is already disconnected'),
+  childClosedBeforeReply: () => make(Error, 'ERR_CHILD_CLOSED_BEFORE_REPLY', 'Child closed before reply received'),
   invalidHandleType: () =>
     make(TypeError, 'ERR_INVALID_HANDLE_TYPE', 'This handle type cannot be sent'),
   // Node formats the value with %s (an object is inspected).

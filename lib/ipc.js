@@ -18,6 +18,7 @@ const os = lazy.once(() => require('os'));
 const util = lazy.once(() => require('util'));
 const native = lazy.once(() => require('./native'));
 const Batcher = lazy.once(() => require('./batch').Batcher);
+const socketLists = lazy.once(() => require('./socket_lists'));
 
 /**
  * Throws as Node's `send()` does for a message it cannot send (before any
@@ -236,6 +237,9 @@ function setupChannel(target, io) {
       if (info.fd >= 0) {
         fd = info.fd;
         message = { cmd: 'NODE_HANDLE', type: info.type, ...info.extra, msg: message };
+        // A socket of a server: the receiver counts it for the server's
+        // getConnections() and close() (lib/socket_lists.js).
+        if (info.type === 'net.Socket') message.key = socketLists().keyOf(handle);
       } else {
         info = null; // Nothing to pass (a socket without a handle): the message alone.
       }
@@ -251,7 +255,10 @@ function setupChannel(target, io) {
       settle(this, callback, !!options.swallowErrors, err);
       return true; // Node: the (unchanged) write queue is below the high-water mark.
     }
-    if (info && info.type === 'net.Socket' && !options.keepOpen) handles().detachSent(handle);
+    if (info && info.type === 'net.Socket') {
+      socketLists().sent(this, handle);
+      if (!options.keepOpen) handles().detachSent(handle);
+    }
     if (!info && io.onMessage) io.onMessage(message);
     settle(this, callback, false, null);
     return queued < HIGH_WATER;
@@ -325,6 +332,7 @@ function deliver(target, data, flags, fd) {
     const inner = message.msg;
     handles().fromReceived(message, fd, (handle) => {
       if (handle === undefined) return; // Unusable fd: Node drops such a message too.
+      if (message.type === 'net.Socket' && message.key !== undefined) socketLists().received(target, message.key, handle);
       later(dispatch, target, inner, handle);
     });
     return;
