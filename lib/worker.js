@@ -508,10 +508,13 @@ cluster._getServer = function getServer(obj, options, cb) {
   });
 };
 
-// Called when a server leaves its listener (closed, or refused): the
-// address is no longer this worker's (see `joined`).
-function removeIndexesKey(indexesKey, index) {
+/** A server of ours left its listener (closed, or refused): see `joined`. */
+function unjoin(indexesKey, index) {
   if (joined.get(indexesKey) === index) joined.delete(indexesKey);
+}
+
+function removeIndexesKey(indexesKey, index) {
+  unjoin(indexesKey, index);
   const indexSet = indexes.get(indexesKey);
   if (!indexSet) return;
   indexSet.set.delete(index);
@@ -526,7 +529,7 @@ function removeIndexesKey(indexesKey, index) {
 function rr(reply, fd, { obj, pipe, indexesKey, index }, cb) {
   if (reply.errno) {
     if (fd >= 0) native.closeFd(fd);
-    if (joined.get(indexesKey) === index) joined.delete(indexesKey);
+    unjoin(indexesKey, index);
     return cb(reply.errno, null);
   }
   let key = reply.key;
@@ -603,7 +606,7 @@ function rr(reply, fd, { obj, pipe, indexesKey, index }, cb) {
 function shared(reply, fd, { obj, kind, indexesKey, index }, cb) {
   if (reply.errno) {
     native.closeFd(fd);
-    if (joined.get(indexesKey) === index) joined.delete(indexesKey);
+    unjoin(indexesKey, index);
     return cb(reply.errno, null);
   }
   const key = reply.key;

@@ -80,10 +80,15 @@ impl Io {
         }
     }
 
+    /// After a send: while output waits, the loop waits for it.
     fn sent(&self, env: &Env, flush: Flush) {
-        if flush == Flush::Pending {
+        if flush == Flush::Done {
+            return;
+        }
+        match self {
+            Io::Uv(u) => u.sent(flush),
             // SAFETY: `env` is the live env of the JS thread calling us.
-            unsafe { self.pending().sent(env.raw()) };
+            Io::Thread(_, hold) => unsafe { hold.pending(env.raw()) },
         }
     }
 }
