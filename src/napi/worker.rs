@@ -82,13 +82,9 @@ impl Io {
 
     /// After a send: while output waits, the loop waits for it.
     fn sent(&self, env: &Env, flush: Flush) {
-        if flush == Flush::Done {
-            return;
-        }
-        match self {
-            Io::Uv(u) => u.sent(flush),
+        if flush == Flush::Pending {
             // SAFETY: `env` is the live env of the JS thread calling us.
-            Io::Thread(_, hold) => unsafe { hold.pending(env.raw()) },
+            unsafe { self.pending().sent(env.raw()) };
         }
     }
 }
