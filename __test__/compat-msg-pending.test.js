@@ -40,3 +40,41 @@ both("the primary's large message sent before it unreferences the worker arrives
     await p.kill();
   }
 });
+
+// A worker that disconnects right after sending it. Node's worker exits on
+// its 'disconnect' (process.exit) with the message still in its pipe's write
+// queue: the message is lost and the send callback never runs. rcluster's
+// worker writes what it queued before it closes its channel (for up to 2 s),
+// so the primary gets the message before 'disconnect' and the callback
+// reports success. (A difference: DIFFERENCES-messaging.)
+both("a worker's large message sent right before process.disconnect()", async (mod) => {
+  const p = run('compat-msg-pending.js', [], { env: { MODULE: mod, CASE: 'disconnect' } });
+  try {
+    const r = await p.next((m) => m.event === 'result', 20000);
+    assert.deepStrictEqual([r.code, r.signal], [0, null]);
+    const { called } = await p.next((m) => m.event === 'callback', 5000);
+    if (mod === 'rcluster') {
+      assert.deepStrictEqual(r.seen, [{ length: 3 * 1024 * 1024, intact: true }, 'disconnect']);
+      assert.strictEqual(called, 'ok');
+    } else {
+      // Lost (never delivered in part), and the callback says nothing.
+      assert.ok(r.seen.every((e) => e === 'disconnect' || e.intact), JSON.stringify(r.seen));
+      if (!r.seen.some((e) => e !== 'disconnect')) assert.strictEqual(called, null);
+    }
+    assert.deepStrictEqual(await p.done, { code: 0, signal: null });
+  } finally {
+    await p.kill();
+  }
+});
+
+test('[rcluster] the same with the reader-thread channel', { timeout: 30000 }, async () => {
+  const p = run('compat-msg-pending.js', [], { env: { MODULE: 'rcluster', CASE: 'disconnect', RCLUSTER_WORKER_IO: 'thread' } });
+  try {
+    const r = await p.next((m) => m.event === 'result', 20000);
+    assert.deepStrictEqual(r.seen, [{ length: 3 * 1024 * 1024, intact: true }, 'disconnect']);
+    assert.strictEqual((await p.next((m) => m.event === 'callback', 5000)).called, 'ok');
+    assert.deepStrictEqual(await p.done, { code: 0, signal: null });
+  } finally {
+    await p.kill();
+  }
+});

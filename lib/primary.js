@@ -1125,8 +1125,12 @@ function countLines(data) {
   return n;
 }
 
-/** Queues what worker `id` wrote on its message channel before it died. */
-function drainBeforeExit(id) {
+/**
+ * Queues what worker `id` wrote on its message channel before it died or
+ * disconnected: a worker closes that channel before its control channel,
+ * once its queue is written (a large last message), so all of it is waiting.
+ */
+function drainMessages(id) {
   const entry = processes.get(id);
   if (entry !== undefined && entry.proc._msg) onMessageFrames(id, entry.proc._msg.drain());
 }
@@ -1142,8 +1146,9 @@ function onEvents(events) {
         onEvent(ev);
         continue;
       }
-      // What the worker wrote before it died is delivered before 'exit'.
-      if (ev.kind === 'exit') drainBeforeExit(ev.worker);
+      // What the worker wrote before it died or disconnected is delivered
+      // before 'exit' / 'disconnect'.
+      if (ev.kind === 'exit' || ev.kind === 'disconnect') drainMessages(ev.worker);
       later(onEvent, ev);
     } catch (err) {
       later(rethrow, err);

@@ -409,6 +409,37 @@ impl Channel {
         r
     }
 
+    /// Writes the whole queue, waiting for the socket to take it for at most
+    /// `limit`: for a close that must not drop what was sent just before it
+    /// (the peer reads it before the end of file). Returns whether the queue
+    /// emptied; false when the time ran out or the socket failed (the peer
+    /// gone), and what is left is then dropped by the close as before.
+    pub fn flush_within(&self, limit: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            match self.flush() {
+                Ok(Flush::Done) => return true,
+                Ok(Flush::Pending) => {}
+                Err(_) => return false,
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            let mut pfd = libc::pollfd {
+                fd: self.fd.as_raw_fd(),
+                events: libc::POLLOUT,
+                revents: 0,
+            };
+            let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
+            // SAFETY: one pollfd, valid for the call; the fd is ours and open.
+            let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+            if n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                return false;
+            }
+        }
+    }
+
     /// Writes as much of the queue as the socket takes now.
     pub fn flush(&self) -> io::Result<Flush> {
         let mut out = self.out.lock();
@@ -935,6 +966,47 @@ mod tests {
         assert!(matches!(inbox.read(&b).unwrap(), Read::Empty));
         drop(a);
         assert!(matches!(inbox.read(&b).unwrap(), Read::Eof));
+    }
+
+    #[test]
+    fn flush_within_writes_a_queue_the_peer_reads_meanwhile() {
+        let (a, b) = pair();
+        let big = vec![7u8; 4 * 1024 * 1024];
+        assert_eq!(
+            a.send_message(0, big.clone(), None).unwrap(),
+            Flush::Pending
+        );
+        let reader = std::thread::spawn(move || {
+            let mut inbox = Inbox::new(8 * 1024 * 1024);
+            loop {
+                match inbox.read(&b) {
+                    Ok(Read::Frame(f)) => return f.payload.len(),
+                    Ok(Read::Partial) => continue,
+                    Ok(Read::Empty) => std::thread::sleep(std::time::Duration::from_millis(1)),
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        });
+        assert!(a.flush_within(std::time::Duration::from_secs(10)));
+        assert_eq!(a.queued_bytes(), 0);
+        assert_eq!(reader.join().unwrap(), big.len());
+    }
+
+    #[test]
+    fn flush_within_gives_up_when_nobody_reads_or_the_peer_is_gone() {
+        let (a, b) = pair();
+        assert_eq!(
+            a.send_message(0, vec![1u8; 4 * 1024 * 1024], None).unwrap(),
+            Flush::Pending
+        );
+        let t = std::time::Instant::now();
+        assert!(!a.flush_within(std::time::Duration::from_millis(50)));
+        assert!(t.elapsed() >= std::time::Duration::from_millis(50));
+        assert!(a.queued_bytes() > 0);
+        drop(b);
+        let t = std::time::Instant::now();
+        assert!(!a.flush_within(std::time::Duration::from_secs(10)));
+        assert!(t.elapsed() < std::time::Duration::from_secs(5));
     }
 
     #[test]

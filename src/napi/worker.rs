@@ -94,6 +94,10 @@ impl Io {
 #[napi]
 pub struct WorkerChannel {
     io: Option<Io>,
+    /// A worker's end: its close writes what it queued first (the worker
+    /// is leaving). The primary's end of a worker's message channel closes
+    /// at once: the primary's loop must not wait on a worker.
+    leaving_flushes: bool,
 }
 
 #[napi]
@@ -156,18 +160,23 @@ impl WorkerChannel {
             if let Some(uv) = uv {
                 return Ok(WorkerChannel {
                     io: Some(Io::Uv(uv)),
+                    leaving_flushes: role != Role::Primary,
                 });
             }
             // libuv unreachable: the thread takes the channel over.
             let fd = Arc::try_unwrap(channel)
                 .map_err(|_| napi::Error::from_reason("channel still shared"))?
                 .into_fd();
-            return Self::with_thread(fd, callback);
+            return Self::with_thread(fd, callback, role != Role::Primary);
         }
-        Self::with_thread(owned, callback)
+        Self::with_thread(owned, callback, role != Role::Primary)
     }
 
-    fn with_thread(owned: OwnedFd, callback: Function<FrameBatch, ()>) -> Result<Self> {
+    fn with_thread(
+        owned: OwnedFd,
+        callback: Function<FrameBatch, ()>,
+        leaving_flushes: bool,
+    ) -> Result<Self> {
         let hold = Arc::new(LoopHold::default());
         let on_js = hold.clone();
         let tsfn = callback
@@ -200,6 +209,7 @@ impl WorkerChannel {
         hold.bind(raw, io.channel());
         Ok(WorkerChannel {
             io: Some(Io::Thread(io, hold)),
+            leaving_flushes,
         })
     }
 
@@ -297,8 +307,14 @@ impl WorkerChannel {
     #[napi(catch_unwind)]
     pub fn close(&mut self) {
         match self.io.take() {
-            Some(Io::Thread(mut t, _)) => t.close(),
-            Some(Io::Uv(u)) => u.close(),
+            Some(Io::Thread(mut t, _)) => {
+                if self.leaving_flushes {
+                    t.channel()
+                        .flush_within(super::uv_channel::CLOSE_FLUSH_LIMIT);
+                }
+                t.close()
+            }
+            Some(Io::Uv(u)) => u.close(self.leaving_flushes),
             None => {}
         }
     }
