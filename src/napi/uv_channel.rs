@@ -87,9 +87,6 @@ fn api() -> Option<&'static UvApi> {
     .as_ref()
 }
 
-/// How long [`UvChannel::close`] waits for the peer to take queued output.
-pub(super) const CLOSE_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
-
 struct State {
     env: sys::napi_env,
     callback: sys::napi_ref,
@@ -203,18 +200,9 @@ impl UvChannel {
         batch
     }
 
-    /// Closes the channel (the peer sees EOF) and the poll handle. Output
-    /// still queued (a message larger than the socket takes at once, sent
-    /// just before, as in `process.send(big); process.disconnect()`) is
-    /// written first when `flush` is set (a worker's end), for up to
-    /// [`CLOSE_FLUSH_LIMIT`]: the peer reads it before the end of file, as
-    /// from the reader thread, instead of losing it to a worker that exits
-    /// right after its disconnect.
-    pub fn close(&self, flush: bool) {
+    /// Closes the channel (the peer sees EOF) and the poll handle.
+    pub fn close(&self) {
         let mut st = self.state.borrow_mut();
-        if flush && st.writable {
-            st.channel.flush_within(CLOSE_FLUSH_LIMIT);
-        }
         st.channel.shutdown();
         close_handle(&mut st);
     }

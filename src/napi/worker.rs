@@ -17,6 +17,10 @@ use crate::channel::{Channel, Flush};
 use crate::frame::{self, Kind};
 use crate::worker_io::{self, WorkerEvent, WorkerIo};
 
+/// How long a worker's [`WorkerChannel::close`] waits for the primary to take
+/// what the worker queued.
+const CLOSE_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 static CHANNEL_TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 static MESSAGES_TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -303,19 +307,21 @@ impl WorkerChannel {
         }
     }
 
-    /// Closes the channel; the other side sees it disconnect.
+    /// Closes the channel; the other side sees it disconnect. A worker's end
+    /// first writes what it queued, for up to [`CLOSE_FLUSH_LIMIT`]: a
+    /// message larger than the socket takes at once, sent just before (as
+    /// in `process.send(big); process.disconnect()`), reaches the primary
+    /// before the end of file instead of being lost to a worker that exits
+    /// right after its disconnect.
     #[napi(catch_unwind)]
     pub fn close(&mut self) {
-        match self.io.take() {
-            Some(Io::Thread(mut t, _)) => {
-                if self.leaving_flushes {
-                    t.channel()
-                        .flush_within(super::uv_channel::CLOSE_FLUSH_LIMIT);
-                }
-                t.close()
-            }
-            Some(Io::Uv(u)) => u.close(self.leaving_flushes),
-            None => {}
+        let Some(io) = self.io.take() else { return };
+        if self.leaving_flushes {
+            io.channel().flush_within(CLOSE_FLUSH_LIMIT);
+        }
+        match io {
+            Io::Thread(mut t, _) => t.close(),
+            Io::Uv(u) => u.close(),
         }
     }
 
