@@ -107,6 +107,11 @@ test('hash: a burst of one client\'s connections larger than the window stays on
   const p = run('policy-cluster.js', [], { env: { WORKERS: '2', POLICY: 'hash' } });
   try {
     const { port } = await p.next((m) => m.event === 'ready');
+    // A few of the client's connections one at a time first: a fresh
+    // worker's first ones (code that runs for the first time) can be
+    // acknowledged after the patience on a loaded machine (32/8 and 33/7
+    // seen beside four busy loops, once in 25 runs; never after these).
+    for (let i = 0; i < 8; i++) await getFrom(port, { localAddress: '127.0.0.9' });
     const bodies = await Promise.all(Array.from({ length: 40 }, () => getFrom(port, { localAddress: '127.0.0.9' })));
     const counts = Object.values(tally(bodies.map((b) => b.body))).sort((a, b) => b - a);
     assert.ok(counts[0] >= 36, `one client's 40 connections were split ${counts.join('/')}`);
