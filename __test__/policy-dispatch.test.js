@@ -109,8 +109,8 @@ test('hash: a burst of one client\'s connections larger than the window stays on
     const { port } = await p.next((m) => m.event === 'ready');
     // A few of the client's connections one at a time first: a fresh
     // worker's first ones (code that runs for the first time) can be
-    // acknowledged after the patience on a loaded machine (32/8 and 33/7
-    // seen beside four busy loops, once in 25 runs; never after these).
+    // acknowledged after the patience on a loaded machine (32/8 in a suite
+    // run beside four busy loops, 33/7 in 1 of 25 runs; 0 of 25 after these).
     for (let i = 0; i < 8; i++) await getFrom(port, { localAddress: '127.0.0.9' });
     const bodies = await Promise.all(Array.from({ length: 40 }, () => getFrom(port, { localAddress: '127.0.0.9' })));
     const counts = Object.values(tally(bodies.map((b) => b.body))).sort((a, b) => b - a);
