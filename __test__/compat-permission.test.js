@@ -13,6 +13,8 @@ const { run } = require('./helpers');
 const PERMISSION = process.allowedNodeEnvironmentFlags.has('--permission') ? '--permission' : '--experimental-permission';
 const ADDONS = process.allowedNodeEnvironmentFlags.has('--allow-addons');
 const needsAddons = ADDONS ? {} : { skip: 'this Node has no --allow-addons' };
+// Node 25 added network permissions: a server and its client need them.
+const NET = process.allowedNodeEnvironmentFlags.has('--allow-net') ? ['--allow-net'] : [];
 
 function report(mod, flags) {
   const p = run('compat-permission.js', [], {
@@ -33,7 +35,7 @@ both('without --allow-child-process, fork() throws ERR_ACCESS_DENIED and starts 
 });
 
 both('with --allow-child-process (and --allow-addons), workers serve', needsAddons, async (mod) => {
-  const { p, r } = report(mod, ['--allow-addons', '--allow-child-process']);
+  const { p, r } = report(mod, ['--allow-addons', '--allow-child-process', ...NET]);
   try {
     assert.strictEqual((await r).body, 'worker 1');
   } finally {

@@ -24,8 +24,14 @@ both('exec, args, execArgv, cwd, silent, stdio, uid/gid, windowsHide, inspectPor
       E('TypeError', 'ERR_INVALID_ARG_VALUE', "The argument 'stdio' is invalid. Received 'bogus'"),
       E('TypeError', 'ERR_INVALID_ARG_VALUE', "The argument 'stdio' is invalid. Received {}"),
       E('TypeError', 'ERR_INVALID_ARG_TYPE', `The "options.cwd" property must be of type string or an instance of Buffer or URL. ${received('number (42)')}`),
-      E('TypeError', 'ERR_INVALID_ARG_TYPE', `The "options.uid" property must be int32. ${received("string ('x')")}`),
-      E('TypeError', 'ERR_INVALID_ARG_TYPE', `The "options.gid" property must be int32. ${received('number (1.5)')}`),
+      ...(Number(process.versions.node.split('.')[0]) < 25 ? [
+        E('TypeError', 'ERR_INVALID_ARG_TYPE', `The "options.uid" property must be int32. ${received("string ('x')")}`),
+        E('TypeError', 'ERR_INVALID_ARG_TYPE', `The "options.gid" property must be int32. ${received('number (1.5)')}`),
+      ] : [
+        // Node 25 checks them with validateInt32: a number, then an integer.
+        E('TypeError', 'ERR_INVALID_ARG_TYPE', `The "options.uid" property must be of type number. ${received("string ('x')")}`),
+        E('RangeError', 'ERR_OUT_OF_RANGE', 'The value of "options.gid" is out of range. It must be an integer. Received 1.5'),
+      ]),
       E('TypeError', 'ERR_INVALID_ARG_TYPE', `The "options.windowsHide" property must be of type boolean. ${received("string ('x')")}`),
       E('TypeError', 'ERR_INVALID_ARG_VALUE', "The property 'options.serialization' must be one of: undefined, 'json', 'advanced'. Received 'x'"),
       E('TypeError', null, 'cluster.settings.execArgv is not iterable'),

@@ -20,6 +20,8 @@ const native = lazy.once(() => require('./native'));
 const Batcher = lazy.once(() => require('./batch').Batcher);
 const socketLists = lazy.once(() => require('./socket_lists'));
 
+const HAS_LEGACY_CHANNEL = Number(process.versions.node.split('.')[0]) < 25;
+
 /**
  * Throws as Node's `send()` does for a message it cannot send (before any
  * encoding). Here rather than in lib/serialize.js: a JSON message is sent and
@@ -177,15 +179,18 @@ function setupChannel(target, io) {
     // SOCK_SEQPACKET socket here, a stream socket in Node).
     get fd() { return typeof io.fd === 'function' ? io.fd() : undefined; },
   };
-  // The deprecated alias, as Node has it on both ends of a fork() channel.
-  const { deprecate } = util();
-  const DEP0129 = '_channel is deprecated. Use ChildProcess.channel instead.';
-  Object.defineProperty(target, '_channel', {
-    get: deprecate(() => target.channel, DEP0129, 'DEP0129'),
-    set: deprecate((value) => { target.channel = value; }, DEP0129, 'DEP0129'),
-    configurable: true,
-    enumerable: false,
-  });
+  // The deprecated alias, as Node has it on both ends of a fork() channel
+  // until Node 24 (DEP0129 is End-of-Life from Node 25).
+  if (HAS_LEGACY_CHANNEL) {
+    const { deprecate } = util();
+    const DEP0129 = '_channel is deprecated. Use ChildProcess.channel instead.';
+    Object.defineProperty(target, '_channel', {
+      get: deprecate(() => target.channel, DEP0129, 'DEP0129'),
+      set: deprecate((value) => { target.channel = value; }, DEP0129, 'DEP0129'),
+      configurable: true,
+      enumerable: false,
+    });
+  }
 
   target.on('newListener', (event) => {
     if (event !== 'message') return;

@@ -189,6 +189,43 @@ function isInt32(v) {
   return v === (v | 0);
 }
 
+const NODE_MAJOR = Number(process.versions.node.split('.')[0]);
+
+/**
+ * spawn()'s check of `uid` / `gid`: one int32 test until Node 24; from Node
+ * 25 on, a number, then an integer, then in the int32 range, each with its
+ * own error.
+ */
+function checkId(name, v) {
+  if (NODE_MAJOR < 25) {
+    if (!isInt32(v)) throw argTypeError(name, 'int32', v);
+    return;
+  }
+  if (typeof v !== 'number') throw argTypeError(name, 'of type number', v);
+  if (!Number.isInteger(v)) throw outOfRange(name, 'an integer', v);
+  if (!isInt32(v)) throw outOfRange(name, '>= -2147483648 && <= 2147483647', v);
+}
+
+/** Node's ERR_OUT_OF_RANGE, which groups the digits of integers beyond 2^32. */
+function outOfRange(name, range, v) {
+  const shown = Number.isInteger(v) && Math.abs(v) > 2 ** 32 ? groupDigits(String(v)) : util.inspect(v);
+  return errors.make(RangeError, 'ERR_OUT_OF_RANGE',
+    `The value of "${name}" is out of range. It must be ${range}. Received ${shown}`);
+}
+
+/** '-12345678' -> '-12_345_678'. */
+function groupDigits(text) {
+  const sign = text.startsWith('-') ? '-' : '';
+  let digits = text.slice(sign.length);
+  const groups = [];
+  while (digits.length > 3) {
+    groups.unshift(digits.slice(-3));
+    digits = digits.slice(0, -3);
+  }
+  groups.unshift(digits);
+  return sign + groups.join('_');
+}
+
 /** child_process' stdio list -> the spawner's codes (see binding.d.ts). */
 function stdioFor(settings) {
   let stdio = settings.stdio;
@@ -373,9 +410,7 @@ function createWorkerProcess(id, env, overrides, agent = false) {
   // spawn(file, args, options)
   const cwd = settings.cwd == null ? undefined : validatedPath(settings.cwd, 'options.cwd');
   for (const key of ['uid', 'gid']) {
-    if (settings[key] != null && !isInt32(settings[key])) {
-      throw argTypeError(`options.${key}`, 'int32', settings[key]);
-    }
+    if (settings[key] != null) checkId(`options.${key}`, settings[key]);
   }
   if (settings.windowsHide != null && typeof settings.windowsHide !== 'boolean') {
     throw argTypeError('options.windowsHide', 'of type boolean', settings.windowsHide);
