@@ -109,7 +109,14 @@ export declare class WorkerChannel {
    * reader thread drives the channel.
    */
   drain(): FrameBatch
-  /** Closes the channel; the other side sees it disconnect. */
+  /**
+   * Closes the channel; the other side sees it disconnect. A worker's end
+   * first writes what it queued, for up to [`CLOSE_FLUSH_LIMIT`]: a
+   * message larger than the socket takes at once, sent just before (as
+   * in `process.send(big); process.disconnect()`), reaches the primary
+   * before the end of file instead of being lost to a worker that exits
+   * right after its disconnect.
+   */
   close(): void
 }
 

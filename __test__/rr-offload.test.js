@@ -11,6 +11,7 @@
 const test = require('node:test');
 const assert = require('node:assert');
 const http = require('http');
+const net = require('net');
 const { run, get, linuxOnly } = require('./helpers');
 
 const skip = linuxOnly('the offload is a Linux SO_REUSEPORT group');
@@ -209,6 +210,41 @@ test('a worker that disconnects while spreading: nothing is reset, the others an
     const s = await stats(p);
     assert.strictEqual(s.listeners[0].queued, 0);
   } finally {
+    await p.kill();
+  }
+});
+
+// Node 26's server.close() also closes the connections that have not sent a
+// request yet; a worker hands those of which it read nothing back to the
+// primary, which gives them to another worker (lib/worker.js). Before Node 26
+// the closing server still serves them. Either way the client gets its
+// answer. Exact dispatch (rrOffload: false) makes it deterministic: the
+// connection is the closing worker's when its server closes.
+test('a connection that has sent nothing when its worker\'s server closes still gets its answer', { timeout: 30000 }, async () => {
+  const p = run('rr-offload.js', [], { env: { OFFLOAD: '0', REPORT_CONN: '1' } });
+  const socket = new net.Socket();
+  try {
+    const { port } = await p.next((m) => m.event === 'serving');
+    socket.connect(port, '127.0.0.1');
+    const { id } = await p.next((m) => m.event && m.event.conn === 1);
+    const other = id === 1 ? 2 : 1;
+    command(p, { cmd: 'close', id });
+    await p.next((m) => m.event && m.event.closing && m.id === id);
+    const handsBack = Number(process.versions.node.split('.')[0]) >= 26;
+    // Handed back, the connection reaches the other worker's server first.
+    if (handsBack) await p.next((m) => m.event && m.event.conn === 1 && m.id === other);
+    let answer = '';
+    socket.on('data', (d) => { answer += d; });
+    const ended = new Promise((resolve, reject) => {
+      socket.on('end', resolve);
+      socket.on('error', reject);
+    });
+    socket.write('GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    await ended;
+    assert.match(answer, /^HTTP\/1\.1 200 /);
+    assert.strictEqual(answer.split('\r\n\r\n')[1], String(handsBack ? other : id));
+  } finally {
+    socket.destroy();
     await p.kill();
   }
 });

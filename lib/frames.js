@@ -14,6 +14,7 @@ const F = {
   LISTENING: 10,
   CONTROL: 11,
   RELAY: 12,
+  HAND_BACK: 13,
   // Worker-side events that are not frames.
   EV_ERROR: 100,
   EV_DISCONNECT: 101,

@@ -24,6 +24,8 @@ const serialize = lazy.once(() => require('./serialize'));
 const errors = lazy.once(() => require('./errors'));
 const Batcher = lazy.once(() => require('./batch').Batcher);
 
+const [NODE_MAJOR, NODE_MINOR] = process.versions.node.split('.').map(Number);
+
 const cluster = new EventEmitter();
 cluster.isWorker = true;
 cluster.isMaster = false; // Deprecated alias of isPrimary.
@@ -392,12 +394,13 @@ function retireOnUncaughtException() {
   });
 }
 
-function httpConnections(server) {
+/** The sockets of an HTTP server's connection list: `all` of them, or the `idle` ones. */
+function httpConnections(server, which = 'all') {
   const sym = Object.getOwnPropertySymbols(server)
     .find((s) => s.description === 'http.server.connections');
   const list = sym && server[sym];
-  if (!list || typeof list.all !== 'function') return [];
-  return list.all().map((c) => c.socket).filter(Boolean);
+  if (!list || typeof list[which] !== 'function') return [];
+  return list[which]().map((c) => c.socket).filter(Boolean);
 }
 
 let draining = false;
@@ -598,7 +601,64 @@ function rr(reply, fd, { obj, pipe, indexesKey, index }, cb) {
   entry.handle = handle;
   listeners.set(key, entry);
   if (entry.least) startLoadReports();
+  if (HANDS_BACK) installHandBack(obj);
   cb(0, handle);
+}
+
+// From Node 26 on, an HTTP server's close() (through closeIdleConnections())
+// also closes the connections that have not sent a request yet. Node's own
+// round robin hands a worker one connection at a time; a worker that takes
+// them from an offloaded listener's shared socket may hold a few that it
+// accepted in the same turn of its loop, their requests not read yet: closed
+// there, their clients would see a reset. Before Node closes them, the ones
+// of which nothing was read go back to the primary's reactor, which hands
+// them to another worker of the listener (or closes them when there is none).
+const HANDS_BACK = NODE_MAJOR >= 26;
+const kHandsBack = Symbol('rcluster.handsBack');
+
+function installHandBack(server) {
+  if (server === null || typeof server !== 'object' || typeof server.closeIdleConnections !== 'function') return;
+  let proto = Object.getPrototypeOf(server);
+  while (proto !== null && !Object.prototype.hasOwnProperty.call(proto, 'closeIdleConnections')) {
+    proto = Object.getPrototypeOf(proto);
+  }
+  if (proto === null || proto.closeIdleConnections[kHandsBack]) return;
+  const closeIdle = proto.closeIdleConnections;
+  function closeIdleConnections(...args) {
+    handBackUnread(this);
+    return closeIdle.apply(this, args);
+  }
+  closeIdleConnections[kHandsBack] = true;
+  Object.defineProperty(closeIdleConnections, 'length', { value: closeIdle.length });
+  proto.closeIdleConnections = closeIdleConnections;
+}
+
+/** Hands back `server`'s idle connections of which nothing was read (see above). */
+function handBackUnread(server) {
+  if (chan === null) return;
+  let lid;
+  for (const [key, entry] of listeners) {
+    if (entry.server === server && !entry.shared && entry.handle !== null) {
+      lid = key;
+      break;
+    }
+  }
+  if (lid === undefined) return;
+  for (const socket of httpConnections(server, 'idle')) {
+    const handle = socket._handle;
+    // A plain TCP socket (not TLS: its handle has no fd) with no request
+    // and no byte read: the request is still in the kernel, whole.
+    if (socket._httpMessage || socket.bytesRead !== 0 || !handle || typeof handle.fd !== 'number' || handle.fd < 0) {
+      continue;
+    }
+    try {
+      // The channel sends its own copy of the fd: Node closing this one
+      // afterwards does not end the connection.
+      chan.send(F.HAND_BACK, 0, 0, u32(lid), handle.fd);
+    } catch {
+      return; // The channel is gone: Node closes them, as it would anyway.
+    }
+  }
 }
 
 // SCHED_NONE and dgram: the primary bound the socket and passed it; the
@@ -752,7 +812,6 @@ function listenPolicy(server) {
 // another worker): Node 21+ counts 0 as a limit (before, 0 meant none), and
 // Node 22.12+/23.1+ keeps a connection when `server.dropMaxConnection` is
 // set, for net to drop it (the 'drop' event).
-const [NODE_MAJOR, NODE_MINOR] = process.versions.node.split('.').map(Number);
 const ZERO_IS_A_LIMIT = NODE_MAJOR >= 21;
 const HAS_DROP_MAX = NODE_MAJOR > 23 || (NODE_MAJOR === 23 && NODE_MINOR >= 1) ||
   (NODE_MAJOR === 22 && NODE_MINOR >= 12);

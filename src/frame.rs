@@ -81,6 +81,10 @@ pub enum Kind {
     /// (chunked like [`Kind::Message`]). Payload: u32 peer (target from a
     /// worker, sender towards a worker), u32 sequence, then the message bytes.
     Relay = 12,
+    /// worker -> primary: a connection the worker took but will not serve,
+    /// of which it has read nothing (its server is closing); payload is the
+    /// listener id (u32), one fd. The reactor hands it to another worker.
+    HandBack = 13,
 }
 
 impl Kind {
@@ -99,6 +103,7 @@ impl Kind {
             10 => Kind::Listening,
             11 => Kind::Control,
             12 => Kind::Relay,
+            13 => Kind::HandBack,
             _ => return None,
         })
     }
@@ -111,7 +116,7 @@ impl Kind {
     /// How many fds a frame of this kind may carry: (min, max).
     pub fn fd_range(self) -> (usize, usize) {
         match self {
-            Kind::Conn => (1, 1),
+            Kind::Conn | Kind::HandBack => (1, 1),
             Kind::ListenReply | Kind::Message => (0, 1),
             _ => (0, 0),
         }

@@ -876,6 +876,12 @@ impl Loop {
                     data: f.payload,
                 })
             }
+            Kind::HandBack => match (frame::decode_u32(Kind::HandBack, &f.payload), f.fd) {
+                (Ok(lid), Some(fd)) => self.hand_back(id, lid, fd),
+                (Err(e), _) => self.worker_gone(id, Some(format!("worker {id}: {e}"))),
+                // The channel checks each kind's fd count: not reached.
+                (Ok(_), None) => {}
+            },
             Kind::Conn | Kind::ListenReply | Kind::Disconnect => self.worker_gone(
                 id,
                 Some(format!(

@@ -388,3 +388,104 @@ fn a_worker_flooding_faster_than_js_takes_is_paused_then_resumed() {
     a.kill();
     b.kill();
 }
+
+/// A worker whose server closes hands back a connection it took and read
+/// nothing from (`Kind::HandBack`): the reactor gives it to another worker
+/// of the listener, with the client's bytes still unread, and counts it as
+/// redispatched.
+#[test]
+fn a_handed_back_connection_goes_to_another_worker_unread() {
+    use std::io::{Read as _, Write as _};
+    let _g = lock();
+    let (r, _rx) = reactor(16);
+    let mut a = FakeWorker::start(&r, 1, 1);
+    let mut b = FakeWorker::start(&r, 2, 2);
+    let reply = a.listen_with("handback", 0, "");
+    b.listen("handback", reply.port);
+    let mut client = TcpStream::connect(("127.0.0.1", reply.port)).unwrap();
+    client.write_all(b"hello").unwrap();
+    // Whichever worker the connection went to hands it back.
+    let end = Instant::now() + Duration::from_secs(10);
+    let (first, a_got_it) = loop {
+        let conns = a.conns_for(20);
+        if !conns.is_empty() {
+            break (conns, true);
+        }
+        let conns = b.conns_for(20);
+        if !conns.is_empty() {
+            break (conns, false);
+        }
+        assert!(Instant::now() < end, "no worker got the connection");
+    };
+    let (giver, other) = if a_got_it { (&a, &mut b) } else { (&b, &mut a) };
+    assert_eq!(first.len(), 1);
+    let conn = first.into_iter().next().unwrap();
+    let lid = u32::from_le_bytes(conn.payload[..4].try_into().unwrap());
+    assert_eq!(lid, reply.lid);
+    giver.send_acks(&[(conn.id, true)], None);
+    giver
+        .ch
+        .send_frame(
+            rcluster::frame::Kind::HandBack,
+            0,
+            0,
+            &lid.to_le_bytes(),
+            conn.fd,
+        )
+        .unwrap();
+    let conns = other.conns_for(2000);
+    assert_eq!(conns.len(), 1, "the other worker gets it");
+    other.ack_taken(&[conns[0].id]);
+    let fd = conns.into_iter().next().unwrap().fd.unwrap();
+    let mut taken = std::net::TcpStream::from(fd);
+    taken
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 5];
+    taken.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"hello", "nothing of it was read before");
+    taken.write_all(b"served").unwrap();
+    drop(taken);
+    let mut answer = Vec::new();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    client.read_to_end(&mut answer).unwrap();
+    assert_eq!(answer, b"served");
+    let c = settled(&r);
+    assert_eq!((c.accepted, c.redispatched, c.closed, c.held), (1, 1, 0, 0));
+    a.kill();
+    b.kill();
+}
+
+/// With no other worker on the listener, a handed-back connection closes
+/// (as the worker's server would have closed it) and is counted.
+#[test]
+fn a_handed_back_connection_with_no_other_worker_closes() {
+    use std::io::Read as _;
+    let _g = lock();
+    let (r, _rx) = reactor(16);
+    let mut a = FakeWorker::start(&r, 1, 1);
+    let reply = a.listen_with("handback-alone", 0, "");
+    let mut client = TcpStream::connect(("127.0.0.1", reply.port)).unwrap();
+    let conns = a.conns_for(2000);
+    assert_eq!(conns.len(), 1);
+    let conn = conns.into_iter().next().unwrap();
+    a.send_acks(&[(conn.id, true)], None);
+    a.ch.send_frame(
+        rcluster::frame::Kind::HandBack,
+        0,
+        0,
+        &reply.lid.to_le_bytes(),
+        conn.fd,
+    )
+    .unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 1];
+    assert_eq!(client.read(&mut buf).unwrap_or(0), 0);
+    let c = settled(&r);
+    assert_eq!((c.accepted, c.redispatched, c.closed), (1, 0, 1));
+    a.kill();
+}

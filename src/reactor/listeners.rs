@@ -683,4 +683,30 @@ impl Loop {
             self.dispatch(lid);
         }
     }
+
+    /// Worker `id` hands back a connection of listener `lid` that it took
+    /// but will not serve, having read nothing from it (its server is
+    /// closing; `lib/worker.js`): it goes to another worker of the listener,
+    /// as a refused one does, and closes when no other worker is on it.
+    pub(super) fn hand_back(&mut self, id: u32, lid: u32, fd: OwnedFd) {
+        let workers = &self.workers;
+        let other = |l: &Listener| {
+            l.workers
+                .iter()
+                .any(|wid| *wid != id && workers.get(wid).is_some_and(|w| w.connected))
+        };
+        match self.listeners.get_mut(&lid) {
+            Some(l) if other(l) && l.policy != Policy::Shared => {
+                self.counters.redispatched += 1;
+                l.pending.push_back(Pending {
+                    fd: Arc::new(fd),
+                    refused: vec![id],
+                });
+                self.dispatch(lid);
+            }
+            // Nobody else to take it (or not a dispatched listener): it
+            // closes here, as the worker's server would have closed it.
+            _ => self.counters.closed += 1,
+        }
+    }
 }
