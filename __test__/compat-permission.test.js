@@ -43,6 +43,26 @@ both('with --allow-child-process (and --allow-addons), workers serve', needsAddo
   }
 });
 
+// rcluster's primary binds in native code, which the permission model does
+// not see: without --allow-net its workers' listen() must fail all the same,
+// as a process's own would. (Node's cluster fails the bind in its primary,
+// which dies of the uncaught error.)
+test('[rcluster] without --allow-net, a worker\'s listen() fails with ERR_ACCESS_DENIED and nothing binds', {
+  skip: NET.length === 0 ? 'this Node has no network permissions' : !ADDONS && 'this Node has no --allow-addons',
+}, async () => {
+  const { p, r } = report('rcluster', ['--allow-addons', '--allow-child-process']);
+  try {
+    const { listen } = await r;
+    assert.deepStrictEqual(listen, {
+      code: 'ERR_ACCESS_DENIED',
+      permission: 'Net',
+      message: 'Access to this API has been restricted. Use --allow-net to manage permissions.',
+    });
+  } finally {
+    await p.kill();
+  }
+});
+
 test('[rcluster] with addons disabled, loading rcluster says why', async () => {
   const { p, r } = report('rcluster', ['--allow-child-process']);
   try {

@@ -469,6 +469,10 @@ function createWorkerProcess(id, env, overrides, agent = false) {
     // cannot, so the bootstrap drops them before any user code runs.
     uid: settings.uid == null ? undefined : settings.uid,
     gid: settings.gid == null ? undefined : settings.gid,
+    // The primary binds for its workers, in native code that the permission
+    // model does not see: without the network permission (Node 25+'s
+    // --allow-net) their listen() fails, as the primary's own bind would.
+    netDenied: NODE_MAJOR >= 25 && process.permission !== undefined && !process.permission.has('net'),
   });
   const userArgs = [...execArgv, exec, ...args];
   const argv = [process.execPath, ...preload, ...execArgvText, exec, ...argsText];

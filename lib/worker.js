@@ -440,6 +440,7 @@ function drain() {
 }
 
 cluster._getServer = function getServer(obj, options, cb) {
+  if (config.netDenied) return netDenied(options, cb);
   let address = options.address;
   if (options.port < 0 && typeof address === 'string') address = path.resolve(address);
   const indexesKey = [address, options.port, options.addressType, options.fd].join(':');
@@ -510,6 +511,23 @@ cluster._getServer = function getServer(obj, options, cb) {
     })));
   });
 };
+
+/**
+ * Without the network permission (see lib/primary.js): a server's listen()
+ * throws Node's ERR_ACCESS_DENIED, from where a process's own bind would; a
+ * datagram socket's bind gets EACCES (its 'error' event).
+ */
+function netDenied(options, cb) {
+  if (options.addressType === 'udp4' || options.addressType === 'udp6') {
+    process.nextTick(cb, -(require('os').constants.errno.EACCES), null);
+    return;
+  }
+  const err = new Error('Access to this API has been restricted. Use --allow-net to manage permissions.');
+  err.code = 'ERR_ACCESS_DENIED';
+  err.permission = 'Net';
+  err.resource = '';
+  throw err;
+}
 
 /** A server of ours left its listener (closed, or refused): see `joined`. */
 function unjoin(indexesKey, index) {
