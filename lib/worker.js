@@ -633,6 +633,9 @@ function rr(reply, fd, { obj, pipe, indexesKey, index }, cb) {
 // them to another worker of the listener (or closes them when there is none).
 const HANDS_BACK = NODE_MAJOR >= 26;
 const kHandsBack = Symbol('rcluster.handsBack');
+// The handles of the connections the primary handed this worker (the others
+// of an rr listener came from its shared socket): the primary's books differ.
+const fromPrimary = new WeakSet();
 
 function installHandBack(server) {
   if (server === null || typeof server !== 'object' || typeof server.closeIdleConnections !== 'function') return;
@@ -672,7 +675,7 @@ function handBackUnread(server) {
     try {
       // The channel sends its own copy of the fd: Node closing this one
       // afterwards does not end the connection.
-      chan.send(F.HAND_BACK, 0, 0, u32(lid), handle.fd);
+      chan.send(F.HAND_BACK, 0, fromPrimary.has(handle) ? 1 : 0, u32(lid), handle.fd);
     } catch {
       return; // The channel is gone: Node closes them, as it would anyway.
     }
@@ -893,6 +896,7 @@ function onConnections(conns) {
   for (const [entry, fd] of take) {
     const h = handles().open(fd, entry.pipe, false);
     if (h === null) continue;
+    if (HANDS_BACK) fromPrimary.add(h);
     if (typeof entry.handle.onconnection === 'function') {
       try {
         entry.handle.onconnection(0, h);

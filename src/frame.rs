@@ -83,7 +83,10 @@ pub enum Kind {
     Relay = 12,
     /// worker -> primary: a connection the worker took but will not serve,
     /// of which it has read nothing (its server is closing); payload is the
-    /// listener id (u32), one fd. The reactor hands it to another worker.
+    /// listener id (u32), one fd; the id is 1 when the worker had it from
+    /// the primary (acknowledged), 0 when it took it from an offloaded
+    /// listener's shared socket itself. The reactor hands it to another
+    /// worker.
     HandBack = 13,
 }
 

@@ -877,7 +877,7 @@ impl Loop {
                 })
             }
             Kind::HandBack => match (frame::decode_u32(Kind::HandBack, &f.payload), f.fd) {
-                (Ok(lid), Some(fd)) => self.hand_back(id, lid, fd),
+                (Ok(lid), Some(fd)) => self.hand_back(id, lid, fd, f.id == 1),
                 (Err(e), _) => self.worker_gone(id, Some(format!("worker {id}: {e}"))),
                 // The channel checks each kind's fd count: not reached.
                 (Ok(_), None) => {}

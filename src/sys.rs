@@ -100,6 +100,23 @@ pub fn is_stream(fd: RawFd) -> io::Result<bool> {
     Ok(ty == libc::SOCK_STREAM)
 }
 
+/// Whether `fd` is a listening socket (`SO_ACCEPTCONN`).
+pub fn is_listening(fd: RawFd) -> io::Result<bool> {
+    let mut on: libc::c_int = 0;
+    let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `on` and `len` are valid and writable; SO_ACCEPTCONN writes one int.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ACCEPTCONN,
+            &mut on as *mut libc::c_int as *mut libc::c_void,
+            &mut len,
+        )
+    })?;
+    Ok(on != 0)
+}
+
 /// Makes writes to a gone peer fail with `EPIPE` instead of raising SIGPIPE
 /// where `MSG_NOSIGNAL` does not exist (macOS: `SO_NOSIGPIPE`).
 pub fn no_sigpipe(fd: RawFd) -> io::Result<()> {

@@ -428,7 +428,7 @@ fn a_handed_back_connection_goes_to_another_worker_unread() {
         .send_frame(
             rcluster::frame::Kind::HandBack,
             0,
-            0,
+            1,
             &lid.to_le_bytes(),
             conn.fd,
         )
@@ -453,7 +453,11 @@ fn a_handed_back_connection_goes_to_another_worker_unread() {
     client.read_to_end(&mut answer).unwrap();
     assert_eq!(answer, b"served");
     let c = settled(&r);
-    assert_eq!((c.accepted, c.redispatched, c.closed, c.held), (1, 1, 0, 0));
+    assert_eq!(
+        (c.accepted, c.acknowledged, c.redispatched, c.closed, c.held),
+        (1, 1, 1, 0, 0),
+        "taken once in the end"
+    );
     a.kill();
     b.kill();
 }
@@ -475,7 +479,7 @@ fn a_handed_back_connection_with_no_other_worker_closes() {
     a.ch.send_frame(
         rcluster::frame::Kind::HandBack,
         0,
-        0,
+        1,
         &reply.lid.to_le_bytes(),
         conn.fd,
     )
@@ -486,6 +490,33 @@ fn a_handed_back_connection_with_no_other_worker_closes() {
     let mut buf = [0u8; 1];
     assert_eq!(client.read(&mut buf).unwrap_or(0), 0);
     let c = settled(&r);
-    assert_eq!((c.accepted, c.redispatched, c.closed), (1, 0, 1));
+    assert_eq!(
+        (c.accepted, c.acknowledged, c.redispatched, c.closed),
+        (1, 0, 0, 1)
+    );
+    a.kill();
+}
+
+/// A HandBack frame whose fd is not a connection (here a listening socket)
+/// closes that worker's channel with an error; nothing is dispatched.
+#[test]
+fn a_handed_back_fd_that_is_not_a_connection_closes_the_channel() {
+    let _g = lock();
+    let (r, rx) = reactor(16);
+    let mut a = FakeWorker::start(&r, 1, 1);
+    let reply = a.listen_with("handback-bad", 0, "");
+    let bogus = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    a.ch.send_frame(
+        rcluster::frame::Kind::HandBack,
+        0,
+        0,
+        &reply.lid.to_le_bytes(),
+        Some(OwnedFd::from(bogus)),
+    )
+    .unwrap();
+    let message = error_of(&rx, 1);
+    assert!(message.contains("HandBack"), "{message}");
+    let c = settled(&r);
+    assert_eq!((c.accepted, c.redispatched, c.closed), (0, 0, 0));
     a.kill();
 }

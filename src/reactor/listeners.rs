@@ -688,7 +688,33 @@ impl Loop {
     /// but will not serve, having read nothing from it (its server is
     /// closing; `lib/worker.js`): it goes to another worker of the listener,
     /// as a refused one does, and closes when no other worker is on it.
-    pub(super) fn hand_back(&mut self, id: u32, lid: u32, fd: OwnedFd) {
+    ///
+    /// `acknowledged`: the worker had taken it from the primary (it is not
+    /// taken any more); otherwise it took it from an offloaded listener's
+    /// shared socket itself, and the primary accepts it now, as it accepts
+    /// what a closing slot socket drained. Either way, once nothing is held,
+    /// `accepted == acknowledged + closed` still holds.
+    pub(super) fn hand_back(&mut self, id: u32, lid: u32, fd: OwnedFd, acknowledged: bool) {
+        let raw = fd.as_raw_fd();
+        let stream = crate::sys::is_stream(raw).unwrap_or(false);
+        if !stream || crate::sys::is_listening(raw).unwrap_or(true) {
+            // Not something a worker's server took from a listener.
+            self.worker_gone(
+                id,
+                Some(format!(
+                    "worker {id}: a HandBack frame must carry a connected stream socket; channel closed"
+                )),
+            );
+            return;
+        }
+        if acknowledged {
+            self.counters.acknowledged = self.counters.acknowledged.saturating_sub(1);
+        } else {
+            self.counters.accepted += 1;
+            if let Some(l) = self.listeners.get_mut(&lid) {
+                l.accepted += 1;
+            }
+        }
         let workers = &self.workers;
         let other = |l: &Listener| {
             l.workers
