@@ -702,7 +702,7 @@ impl Loop {
             self.worker_gone(
                 id,
                 Some(format!(
-                    "worker {id}: a HandBack frame must carry a connected stream socket; channel closed"
+                    "worker {id}: a HandBack frame must carry an accepted connection (a stream socket, not a listening one); channel closed"
                 )),
             );
             return;
