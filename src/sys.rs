@@ -83,38 +83,32 @@ pub fn channel_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     }
 }
 
-/// Whether `fd` is a `SOCK_STREAM` socket (its type, from `SO_TYPE`).
-pub fn is_stream(fd: RawFd) -> io::Result<bool> {
-    let mut ty: libc::c_int = 0;
+/// An int-valued `SOL_SOCKET` option of `fd`.
+fn socket_int_option(fd: RawFd, name: libc::c_int) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
     let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `ty` and `len` are valid and writable; SO_TYPE writes one int.
+    // SAFETY: `value` and `len` are valid and writable; the options asked
+    // for here write one int.
     cvt(unsafe {
         libc::getsockopt(
             fd,
             libc::SOL_SOCKET,
-            libc::SO_TYPE,
-            &mut ty as *mut libc::c_int as *mut libc::c_void,
+            name,
+            &mut value as *mut libc::c_int as *mut libc::c_void,
             &mut len,
         )
     })?;
-    Ok(ty == libc::SOCK_STREAM)
+    Ok(value)
+}
+
+/// Whether `fd` is a `SOCK_STREAM` socket (its type, from `SO_TYPE`).
+pub fn is_stream(fd: RawFd) -> io::Result<bool> {
+    Ok(socket_int_option(fd, libc::SO_TYPE)? == libc::SOCK_STREAM)
 }
 
 /// Whether `fd` is a listening socket (`SO_ACCEPTCONN`).
 pub fn is_listening(fd: RawFd) -> io::Result<bool> {
-    let mut on: libc::c_int = 0;
-    let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `on` and `len` are valid and writable; SO_ACCEPTCONN writes one int.
-    cvt(unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_ACCEPTCONN,
-            &mut on as *mut libc::c_int as *mut libc::c_void,
-            &mut len,
-        )
-    })?;
-    Ok(on != 0)
+    Ok(socket_int_option(fd, libc::SO_ACCEPTCONN)? != 0)
 }
 
 /// Makes writes to a gone peer fail with `EPIPE` instead of raising SIGPIPE

@@ -59,19 +59,7 @@ pub fn take_listen_fds(
 
 /// The local address of `fd` if it is a listening TCP socket.
 fn listening_tcp_addr(fd: RawFd) -> Option<SocketAddr> {
-    let mut accepting: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: SO_ACCEPTCONN writes an int into `accepting`; `len` says its size.
-    let r = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_ACCEPTCONN,
-            &mut accepting as *mut libc::c_int as *mut libc::c_void,
-            &mut len,
-        )
-    };
-    if r != 0 || accepting == 0 {
+    if !crate::sys::is_listening(fd).unwrap_or(false) {
         return None;
     }
     // SAFETY: borrowing an fd that stays open for the duration of the call.
