@@ -33,6 +33,8 @@ trait HostileWorker {
     /// The port of a new or joined listener.
     fn listen(&mut self, key: &str, port: u16) -> u16;
     fn ack(&self, conns: &[Incoming], accepted: bool);
+    /// Hands `fd` back for listener `lid` (`acknowledged`: it came from the primary).
+    fn hand_back(&self, lid: u32, acknowledged: bool, fd: Option<OwnedFd>);
 }
 
 impl HostileWorker for FakeWorker {
@@ -43,6 +45,18 @@ impl HostileWorker for FakeWorker {
     fn ack(&self, conns: &[Incoming], accepted: bool) {
         let acks: Vec<(u64, bool)> = conns.iter().map(|c| (c.id, accepted)).collect();
         self.send_acks(&acks, None);
+    }
+
+    fn hand_back(&self, lid: u32, acknowledged: bool, fd: Option<OwnedFd>) {
+        self.ch
+            .send_frame(
+                rcluster::frame::Kind::HandBack,
+                0,
+                u64::from(acknowledged),
+                &lid.to_le_bytes(),
+                fd,
+            )
+            .unwrap();
     }
 }
 
@@ -423,16 +437,7 @@ fn a_handed_back_connection_goes_to_another_worker_unread() {
     let lid = u32::from_le_bytes(conn.payload[..4].try_into().unwrap());
     assert_eq!(lid, reply.lid);
     giver.send_acks(&[(conn.id, true)], None);
-    giver
-        .ch
-        .send_frame(
-            rcluster::frame::Kind::HandBack,
-            0,
-            1,
-            &lid.to_le_bytes(),
-            conn.fd,
-        )
-        .unwrap();
+    giver.hand_back(lid, true, conn.fd);
     let conns = other.conns_for(2000);
     assert_eq!(conns.len(), 1, "the other worker gets it");
     other.ack_taken(&[conns[0].id]);
@@ -476,14 +481,7 @@ fn a_handed_back_connection_with_no_other_worker_closes() {
     assert_eq!(conns.len(), 1);
     let conn = conns.into_iter().next().unwrap();
     a.send_acks(&[(conn.id, true)], None);
-    a.ch.send_frame(
-        rcluster::frame::Kind::HandBack,
-        0,
-        1,
-        &reply.lid.to_le_bytes(),
-        conn.fd,
-    )
-    .unwrap();
+    a.hand_back(reply.lid, true, conn.fd);
     client
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
@@ -506,14 +504,7 @@ fn a_handed_back_fd_that_is_not_a_connection_closes_the_channel() {
     let mut a = FakeWorker::start(&r, 1, 1);
     let reply = a.listen_with("handback-bad", 0, "");
     let bogus = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    a.ch.send_frame(
-        rcluster::frame::Kind::HandBack,
-        0,
-        0,
-        &reply.lid.to_le_bytes(),
-        Some(OwnedFd::from(bogus)),
-    )
-    .unwrap();
+    a.hand_back(reply.lid, false, Some(OwnedFd::from(bogus)));
     let message = error_of(&rx, 1);
     assert!(message.contains("HandBack"), "{message}");
     let c = settled(&r);

@@ -662,25 +662,34 @@ impl Loop {
         for c in refusals {
             let mut refused = c.refused;
             refused.push(id);
-            let workers = &self.workers;
-            // Another worker of the listener may still take it.
-            let other = |l: &Listener| {
-                l.workers.iter().any(|wid| {
-                    !refused.contains(wid) && workers.get(wid).is_some_and(|w| w.connected)
-                })
-            };
-            match self.listeners.get_mut(&c.listener) {
-                Some(l) if other(l) => {
-                    self.counters.redispatched += 1;
-                    l.pending.push_back(Pending { fd: c.fd, refused });
-                }
-                // Every worker refused it (maxConnections), or its
-                // listener is gone: it closes here.
-                _ => self.counters.closed += 1,
-            }
+            self.requeue(c.listener, c.fd, refused);
         }
         for lid in touched {
             self.dispatch(lid);
+        }
+    }
+
+    /// Queues a connection that the workers in `refused` would not take
+    /// for another worker of listener `lid`, if one is connected; otherwise
+    /// (every worker refused it, or the listener is gone) it closes here.
+    /// True when it was queued (the caller dispatches).
+    fn requeue(&mut self, lid: u32, fd: Arc<OwnedFd>, refused: Vec<u32>) -> bool {
+        let workers = &self.workers;
+        let other = |l: &Listener| {
+            l.workers
+                .iter()
+                .any(|wid| !refused.contains(wid) && workers.get(wid).is_some_and(|w| w.connected))
+        };
+        match self.listeners.get_mut(&lid) {
+            Some(l) if l.policy != Policy::Shared && other(l) => {
+                self.counters.redispatched += 1;
+                l.pending.push_back(Pending { fd, refused });
+                true
+            }
+            _ => {
+                self.counters.closed += 1;
+                false
+            }
         }
     }
 
@@ -715,24 +724,10 @@ impl Loop {
                 l.accepted += 1;
             }
         }
-        let workers = &self.workers;
-        let other = |l: &Listener| {
-            l.workers
-                .iter()
-                .any(|wid| *wid != id && workers.get(wid).is_some_and(|w| w.connected))
-        };
-        match self.listeners.get_mut(&lid) {
-            Some(l) if other(l) && l.policy != Policy::Shared => {
-                self.counters.redispatched += 1;
-                l.pending.push_back(Pending {
-                    fd: Arc::new(fd),
-                    refused: vec![id],
-                });
-                self.dispatch(lid);
-            }
-            // Nobody else to take it (or not a dispatched listener): it
-            // closes here, as the worker's server would have closed it.
-            _ => self.counters.closed += 1,
+        // With nobody else to take it, it closes, as the worker's server
+        // would have closed it.
+        if self.requeue(lid, Arc::new(fd), vec![id]) {
+            self.dispatch(lid);
         }
     }
 }
