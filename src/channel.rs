@@ -604,6 +604,8 @@ pub struct Inbox {
     /// `Empty` without asking the kernel again. Poll loops are
     /// level-triggered, so a packet that arrives meanwhile wakes them.
     drained: bool,
+    /// The last read reported the peer's reset (see [`Inbox::reset`]).
+    reset: bool,
 }
 
 /// Most packets taken from a seqpacket channel with one system call. The
@@ -682,6 +684,21 @@ impl Inbox {
             batch: Vec::new(),
             next: 0,
             drained: false,
+            reset: false,
+        }
+    }
+
+    /// A peer that closed its end with frames of ours unread makes the
+    /// kernel report `ECONNRESET` once, ahead of the frames it had sent
+    /// that are still queued here (a worker that exits with a connection
+    /// the reactor handed it unread, after handing others back). Those are
+    /// read on: a reset is the end of file only when it comes again with
+    /// nothing read in between.
+    fn reset(&mut self) -> Read {
+        if std::mem::replace(&mut self.reset, true) {
+            Read::Eof
+        } else {
+            Read::Partial
         }
     }
 
@@ -712,9 +729,12 @@ impl Inbox {
             }
             match sys::recv_packets(ch.as_raw_fd(), &mut self.buf, MAX_PACKET, &mut self.batch) {
                 Ok(0) => return Ok(Read::Empty),
-                Ok(n) => self.drained = n < BATCH && cfg!(target_os = "linux"),
+                Ok(n) => {
+                    self.drained = n < BATCH && cfg!(target_os = "linux");
+                    self.reset = false;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(Read::Partial),
-                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(Read::Eof),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(self.reset()),
                 Err(e) => return Err(ReadError::Io(e)),
             }
         }
@@ -823,9 +843,16 @@ impl Inbox {
                 Ok(None) => return Ok(Read::Empty),
                 Ok(Some(r)) => r,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(Read::Eof),
+                // See `reset()` (a field, not the method: `st` borrows `self`).
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                    if std::mem::replace(&mut self.reset, true) {
+                        return Ok(Read::Eof);
+                    }
+                    continue;
+                }
                 Err(e) => return Err(ReadError::Io(e)),
             };
+            self.reset = false;
             if r.truncated && !r.fds.is_empty() {
                 return Err(FrameError::Truncated.into());
             }
@@ -965,6 +992,25 @@ mod tests {
         assert_eq!(f.flags & FLAG_ADVANCED, FLAG_ADVANCED);
         assert!(matches!(inbox.read(&b).unwrap(), Read::Empty));
         drop(a);
+        assert!(matches!(inbox.read(&b).unwrap(), Read::Eof));
+    }
+
+    /// A peer that closes with frames of ours unread: what it sent before
+    /// is still read, then the end of file (the kernel's one-time
+    /// `ECONNRESET` on a seqpacket channel is read past).
+    #[test]
+    fn frames_sent_before_a_reset_are_read_before_eof() {
+        let (a, b) = pair();
+        for id in 1..=3u64 {
+            a.send_frame(Kind::Control, 0, id, b"{}", None).unwrap();
+        }
+        // `a` never reads this one: closing it then resets the channel.
+        b.send_frame(Kind::Control, 0, 9, b"{}", None).unwrap();
+        drop(a);
+        let mut inbox = Inbox::default();
+        for id in 1..=3u64 {
+            assert_eq!(read_frame(&mut inbox, &b).id, id);
+        }
         assert!(matches!(inbox.read(&b).unwrap(), Read::Eof));
     }
 
